@@ -1,0 +1,38 @@
+# The two commands a new user needs: `make dev` runs the service, `make test` proves it.
+# Each installs what it needs first (a virtualenv in .venv, Java/Maven/Redis if missing).
+
+VENV  ?= .venv
+BIN   := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: dev test lint unit integration e2e bench clean
+
+$(STAMP): pyproject.toml
+	scripts/system-deps
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+dev: $(STAMP)
+	$(BIN)/scheduler dev
+
+lint: $(STAMP)
+	$(BIN)/ruff check scheduler tests bench
+	$(BIN)/ruff format --check scheduler tests bench
+	$(BIN)/mypy scheduler
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest -p no:cacheprovider -q
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit
+
+integration: $(STAMP)
+	$(BIN)/python -m pytest -q tests/integration
+
+e2e: $(STAMP)
+	$(BIN)/python -m pytest -q tests/e2e
+
+clean:
+	rm -rf $(VENV) scheduler-data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""A Kafka-native scheduler service."""

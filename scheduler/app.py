@@ -1,0 +1,40 @@
+"""The Faust application, its topics and its tables, each declared once.
+
+This module imports no agents or views (``scheduler.worker`` does), so any
+module can import the topics without pulling in the whole worker. Settings
+are fixed before the first import: see ``scheduler.settings.configure``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import faust
+
+from scheduler.settings import current
+
+settings = current()
+
+app = faust.App(
+    settings.app_id,
+    broker=settings.faust_broker,
+    store="rocksdb://",
+    datadir=str(settings.data_dir),
+    autodiscover=False,
+    topic_partitions=settings.partitions,
+    topic_replication_factor=1,
+    processing_guarantee=settings.processing_guarantee,
+    table_standby_replicas=settings.standby_replicas,
+    consumer_auto_offset_reset="earliest",
+    broker_session_timeout=settings.session_timeout,
+    broker_heartbeat_interval=settings.heartbeat_interval,
+    broker_rebalance_timeout=max(settings.session_timeout, 10.0),
+    stream_wait_empty=False,
+    web_enabled=True,
+    web_bind=settings.web_host,
+    web_host=settings.web_host if settings.web_host != "0.0.0.0" else "127.0.0.1",
+    web_port=settings.web_port,
+    canonical_url=settings.web_url,
+    producer_acks=-1,
+    table_cleanup_interval=timedelta(seconds=30).total_seconds(),
+)

@@ -1,0 +1,361 @@
+"""The ``scheduler`` command.
+
+Flags override the ``SCHEDULER_*`` environment, which overrides the
+defaults (see ``scheduler.settings``). Commands that talk to a running
+service (``get``, ``list``) go through its web view; ``submit`` produces to
+``schedule-commands`` directly, after validating every command locally so a
+bad file sends nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from scheduler.errors import BrokerError, InvalidCommand, SchedulerError
+from scheduler.settings import Settings, configure
+
+EXIT_BAD_INPUT = 2
+EXIT_NOT_FOUND = 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    try:
+        return int(args.handler(args) or 0)
+    except SchedulerError as exc:
+        print(f"scheduler: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return 130
+
+
+# -- settings ---------------------------------------------------------------
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return configure(
+        broker=getattr(args, "broker", None),
+        web_port=getattr(args, "web_port", None),
+        web_host=getattr(args, "web_host", None),
+        data_dir=getattr(args, "data_dir", None),
+        partitions=getattr(args, "partitions", None),
+        app_id=getattr(args, "app_id", None),
+        log_level=getattr(args, "log_level", None),
+    )
+
+
+def _web_url(args: argparse.Namespace) -> str:
+    if getattr(args, "url", None):
+        return str(args.url).rstrip("/")
+    return _settings(args).web_url
+
+
+# -- service commands -------------------------------------------------------
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from scheduler.broker import LocalBroker
+
+    settings = _settings(args)
+    port = args.port or _broker_port(settings)
+    data_dir = Path(args.data_dir) if args.data_dir else settings.data_dir / "kafka"
+    LocalBroker(port=port, data_dir=data_dir, cache_dir=settings.kafka_cache_dir).run_foreground()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from scheduler import worker
+
+    worker.run(_settings(args))
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    """Broker and one worker in the foreground: the local default."""
+    from scheduler import worker
+    from scheduler.broker import LocalBroker
+
+    settings = _settings(args)
+    broker = LocalBroker(
+        port=_broker_port(settings),
+        data_dir=settings.data_dir / "kafka",
+        cache_dir=settings.kafka_cache_dir,
+    )
+    print(f"starting Kafka on {broker.bootstrap} (first run fetches its jars) ...", flush=True)
+    broker.start()
+    print(f"Kafka ready; web view on {settings.web_url}", flush=True)
+    try:
+        worker.run(settings)
+    finally:
+        broker.stop()
+    return 0
+
+
+def _broker_port(settings: Settings) -> int:
+    first = settings.bootstrap_servers.split(",")[0]
+    host, _, port = first.rpartition(":")
+    if host not in ("127.0.0.1", "localhost", "::1", "[::1]"):
+        raise BrokerError(
+            f"SCHEDULER_BROKER points at {first}; the local broker only runs on 127.0.0.1"
+        )
+    return int(port)
+
+
+# -- client commands --------------------------------------------------------
+
+
+def read_commands(source: str) -> list[Any]:
+    """A file, ``-`` for stdin, or literal JSON: an object, an array or JSON Lines."""
+    if source == "-":
+        text = sys.stdin.read()
+    elif source.lstrip().startswith(("{", "[")):
+        text = source
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise InvalidCommand("bad_input", f"no such file: {source}")
+        text = path.read_text(encoding="utf-8")
+    text = text.strip()
+    if not text:
+        raise InvalidCommand("bad_input", "no command given (empty input)")
+    try:
+        whole = json.loads(text)
+    except json.JSONDecodeError:
+        whole = None
+        items: list[Any] = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                items.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise InvalidCommand(
+                    "bad_json", f"line {number} is not valid JSON: {exc.msg} (column {exc.colno})"
+                ) from None
+        return items
+    return whole if isinstance(whole, list) else [whole]
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from scheduler.models import parse_command
+
+    settings = _settings(args)
+    items = read_commands(args.source)
+    commands = []
+    problems = []
+    for index, item in enumerate(items, start=1):
+        text = json.dumps(item, ensure_ascii=False)
+        try:
+            command = parse_command(text, max_bytes=settings.max_command_bytes)
+        except InvalidCommand as exc:
+            where = f"command {index}" if len(items) > 1 else "command"
+            problems.append(f"{where}: {exc.detail}")
+            continue
+        commands.append((command, text.encode("utf-8")))
+    if problems:
+        for line in problems:
+            print(f"scheduler: {line}", file=sys.stderr)
+        print("scheduler: nothing was submitted", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    asyncio.run(_produce(settings, [(c.schedule_id.encode(), text) for c, text in commands]))
+    if args.json:
+        print(
+            json.dumps(
+                [{"schedule_id": c.schedule_id, "action": c.action.value} for c, _ in commands]
+            )
+        )
+    else:
+        for command, _ in commands:
+            print(command.schedule_id)
+    return 0
+
+
+async def _produce(settings: Settings, records: list[tuple[bytes, bytes]]) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        request_timeout_ms=30_000,
+    )
+    try:
+        await producer.start()
+    except Exception as exc:
+        raise BrokerError(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}") from None
+    try:
+        topic = settings.topic("schedule-commands")
+        futures = [await producer.send(topic, value=value, key=key) for key, value in records]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+def _http(method: str, url: str, **kwargs: Any) -> Any:
+    import httpx
+
+    try:
+        return httpx.request(method, url, timeout=30.0, **kwargs)
+    except httpx.HTTPError as exc:
+        raise BrokerError(f"cannot reach the scheduler web view at {url}: {exc}") from None
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    response = _http("GET", f"{_web_url(args)}/schedules/{args.schedule_id}")
+    body = response.json()
+    if response.status_code == 404:
+        print(f"scheduler: {body.get('detail', 'not found')}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    if response.status_code >= 400:
+        print(f"scheduler: {body}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.json:
+        print(json.dumps(body, indent=2, ensure_ascii=False))
+    else:
+        _print_schedule(body)
+    return 0
+
+
+def _print_schedule(item: dict[str, Any]) -> None:
+    client = item["client"]
+    rows = [
+        ("schedule_id", item["schedule_id"]),
+        ("name", item.get("name") or ""),
+        (
+            "client",
+            "/".join(client[k] for k in ("operation", "application", "group", "key", "type")),
+        ),
+        ("type", f"{item['type']} {item.get('schedule') or ''}".strip()),
+        ("timezone", item["timezone"]),
+        ("task", f"{item['task']['type']} -> {item['task']['connection']['host']}"),
+        ("status", item["status"]),
+        ("next_fire_at", item.get("next_fire_at") or "-"),
+        ("next_fire_local", item.get("next_fire_at_local") or "-"),
+        ("fire_count", str(item.get("fire_count", 0))),
+        ("updated_at", item["updated_at"]),
+    ]
+    for name, value in rows:
+        print(f"{name:16} {value}")
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from scheduler.state import FILTERS
+
+    params = {name: getattr(args, name) for name in FILTERS if getattr(args, name, None)}
+    params["limit"] = str(args.limit)
+    response = _http("GET", f"{_web_url(args)}/schedules", params=params)
+    if response.status_code >= 400:
+        print(f"scheduler: {response.text}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    items = response.json()["schedules"]
+    if args.json:
+        print(json.dumps(items, indent=2, ensure_ascii=False))
+        return 0
+    print(f"{'SCHEDULE ID':36}  {'STATUS':9}  {'TYPE':11}  {'NEXT FIRE (UTC)':24}  CLIENT")
+    for item in items:
+        client = item["client"]
+        label = "/".join(client[k] for k in ("operation", "application", "group", "key", "type"))
+        print(
+            f"{item['schedule_id']:36}  {item['status']:9}  {item['type'] or '-':11}  "
+            f"{item.get('next_fire_at') or '-':24}  {label}"
+        )
+    return 0
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from scheduler.models import parse_command
+    from scheduler.preview import preview
+    from scheduler.timefmt import format_utc, parse_utc
+    from scheduler.timezones import resolve_zone, to_local
+
+    items = read_commands(args.source)
+    if len(items) != 1:
+        raise InvalidCommand("bad_input", f"preview takes one command, got {len(items)}")
+    command = parse_command(json.dumps(items[0]))
+    try:
+        after = parse_utc(args.after) if args.after else datetime.now(UTC)
+    except ValueError:
+        raise InvalidCommand(
+            "bad_input", f"--after: not an ISO-8601 instant: {args.after!r}"
+        ) from None
+    instants = preview(command, after, args.count)
+    if args.json:
+        print(json.dumps([format_utc(t) for t in instants]))
+        return 0
+    zone = resolve_zone(command.timezone)
+    for instant in instants:
+        print(f"{format_utc(instant)}  {to_local(instant, zone).isoformat()}")
+    return 0
+
+
+# -- parser -----------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scheduler", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    def add(name: str, handler: Any, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(handler=handler)
+        return p
+
+    def service_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--broker", help="Kafka bootstrap (env SCHEDULER_BROKER)")
+        p.add_argument("--web-port", type=int, help="web view port (env SCHEDULER_WEB_PORT)")
+        p.add_argument("--web-host", help="web view bind address (env SCHEDULER_WEB_HOST)")
+        p.add_argument("--data-dir", help="local table cache (env SCHEDULER_DATA_DIR)")
+        p.add_argument("--partitions", type=int, help="partitions (env SCHEDULER_PARTITIONS)")
+        p.add_argument("--app-id", help="consumer group (env SCHEDULER_APP_ID)")
+        p.add_argument("--log-level", help="info, debug, warning (env SCHEDULER_LOG_LEVEL)")
+
+    p = add("dev", cmd_dev, "run a local Kafka broker and one worker in the foreground")
+    service_flags(p)
+    p = add("worker", cmd_worker, "run a worker (command agent, timers, executors, web view)")
+    service_flags(p)
+    p = add("broker", cmd_broker, "run a local single-node Kafka (KRaft) in the foreground")
+    p.add_argument("--port", type=int, help="listener port (default: from SCHEDULER_BROKER)")
+    p.add_argument("--data-dir", help="broker data (default: $SCHEDULER_DATA_DIR/kafka)")
+
+    p = add("submit", cmd_submit, "validate commands and produce them to schedule-commands")
+    p.add_argument("source", help="a file, - for stdin, or JSON text (object, array, JSON Lines)")
+    p.add_argument("--broker", help="Kafka bootstrap (env SCHEDULER_BROKER)")
+    p.add_argument("--json", action="store_true", help="print a JSON array of schedule ids")
+
+    for name, handler, help in (
+        ("get", cmd_get, "show one schedule: spec, status and next fire instant"),
+        ("list", cmd_list, "list schedules, filtered on client fields"),
+    ):
+        p = add(name, handler, help)
+        if name == "get":
+            p.add_argument("schedule_id")
+        else:
+            for field in ("operation", "application", "group", "key", "type", "status", "name"):
+                p.add_argument(f"--{field}", help=f"only schedules with this {field}")
+            p.add_argument("--limit", type=int, default=1000)
+        p.add_argument("--url", help="web view URL (default http://127.0.0.1:$SCHEDULER_WEB_PORT)")
+        p.add_argument("--web-port", type=int, help="web view port (env SCHEDULER_WEB_PORT)")
+        p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = add("preview", cmd_preview, "print the next fire instants of a command, without sending it")
+    p.add_argument("source", help="a file, - for stdin, or JSON text")
+    p.add_argument("--after", help="ISO-8601 instant (default now); instants after it")
+    p.add_argument("--count", type=int, default=10)
+    p.add_argument("--json", action="store_true", help="print only a JSON array of UTC instants")
+    return parser
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

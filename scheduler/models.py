@@ -1,0 +1,259 @@
+"""The command format, validated once at the edge.
+
+The fields are those of the scheduler service we replace, kept field for
+field, plus ``action``. Unknown fields are refused rather than ignored: a
+misspelt ``timezon`` silently falling back to UTC would fire at the wrong
+hour, which is worse than a rejection that names the field.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from scheduler import ids
+from scheduler.errors import InvalidCommand, InvalidSchedule
+from scheduler.timezones import resolve_zone
+from scheduler.triggers import TriggerSpec, validate
+
+#: Acceptance instant used when a command is validated before it has one.
+_VALIDATION_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+class Action(StrEnum):
+    UPSERT = "upsert"
+    DELETE = "delete"
+    PAUSE = "pause"
+    RESUME = "resume"
+    TRIGGER = "trigger"
+
+
+class ScheduleType(StrEnum):
+    CRON = "cron"
+    DATE = "date"
+    DELAY = "delay"
+    DELAY_RECUR = "delay-recur"
+    NOW = "now"
+
+    @property
+    def one_shot(self) -> bool:
+        return self in (ScheduleType.DATE, ScheduleType.DELAY, ScheduleType.NOW)
+
+
+class TaskType(StrEnum):
+    REST = "rest"
+    KAFKA = "kafka"
+    REDIS = "redis"
+
+
+class RedisMode(StrEnum):
+    PUBLISH = "publish"
+    STREAM = "stream"
+    LIST = "list"
+
+
+class FailedPolicy(StrEnum):
+    """What happens after a failed delivery.
+
+    ``none``: no retry, the firing goes to ``firings-dead`` with its error.
+    ``retry``: retryable failures are retried after ``retry_wait`` seconds,
+    up to ``max_retries`` times, then dead-lettered.
+    """
+
+    NONE = "none"
+    RETRY = "retry"
+
+
+Text = Annotated[str, Field(min_length=1, max_length=512)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class Client(_Strict):
+    """The five fields that together name a schedule."""
+
+    operation: Text
+    application: Text
+    group: Text
+    key: Text
+    type: Text
+
+    @property
+    def schedule_id(self) -> str:
+        return ids.schedule_id(self.operation, self.application, self.group, self.key, self.type)
+
+
+class Connection(_Strict):
+    host: Text
+    headers: dict[str, str] = Field(default_factory=dict)
+    topic: Text | None = None
+    key: Text | None = None
+    mode: RedisMode | None = None
+
+
+class Task(_Strict):
+    type: TaskType
+    connection: Connection
+    data: Any = None
+    history_check: bool = False
+    failed_policy: FailedPolicy = FailedPolicy.NONE
+    retry_wait: float = Field(default=60.0, gt=0, le=7 * 86400)
+    max_retries: int = Field(default=3, ge=0, le=1000)
+    timeout: float = Field(default=10.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _connection_fits_type(self) -> Task:
+        conn = self.connection
+        if self.type is TaskType.REST:
+            parts = urlsplit(conn.host)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(
+                    f"connection.host: must be an http(s) URL for a rest task (got {conn.host!r})"
+                )
+        elif self.type is TaskType.KAFKA:
+            if not conn.topic:
+                raise ValueError("connection.topic: is required for a kafka task")
+        elif self.type is TaskType.REDIS:
+            if urlsplit(conn.host).scheme not in ("redis", "rediss", "unix"):
+                raise ValueError(
+                    f"connection.host: must be a redis:// URL for a redis task (got {conn.host!r})"
+                )
+            if not conn.topic:
+                raise ValueError("connection.topic: is required for a redis task")
+        if conn.mode is not None and self.type is not TaskType.REDIS:
+            raise ValueError(
+                f"connection.mode: is only for redis tasks (got {conn.mode.value!r} "
+                f"on a {self.type.value} task)"
+            )
+        return self
+
+
+class Command(_Strict):
+    action: Action = Action.UPSERT
+    name: str | None = Field(default=None, max_length=512)
+    client: Client
+    type: ScheduleType | None = None
+    schedule: str | None = Field(default=None, max_length=512)
+    timezone: str = "UTC"
+    task: Task | None = None
+
+    @field_validator("schedule", mode="before")
+    @classmethod
+    def _number_as_text(cls, value: Any) -> Any:
+        # A delay of 50 is as natural as "50"; bool is an int in Python, refuse it.
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        resolve_zone(value)
+        return value
+
+    @model_validator(mode="after")
+    def _complete_for_action(self) -> Command:
+        if self.action is not Action.UPSERT:
+            return self
+        if self.type is None:
+            raise ValueError("type: is required for an upsert")
+        if self.task is None:
+            raise ValueError("task: is required for an upsert")
+        if self.type is not ScheduleType.NOW and not self.schedule:
+            raise ValueError(f"schedule: is required for a {self.type.value} schedule")
+        try:
+            validate(self.trigger(_VALIDATION_EPOCH))
+        except InvalidSchedule as exc:
+            raise ValueError(f"schedule: {exc}") from None
+        return self
+
+    @property
+    def schedule_id(self) -> str:
+        return self.client.schedule_id
+
+    def trigger(self, accepted_at: datetime) -> TriggerSpec:
+        if self.type is None:
+            raise InvalidSchedule(f"a {self.action.value} command has no schedule")
+        return TriggerSpec(
+            kind=self.type.value,
+            expression=self.schedule or "",
+            zone=self.timezone,
+            accepted_at=accepted_at,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+def parse_command(raw: bytes | str | dict[str, Any], *, max_bytes: int = 262_144) -> Command:
+    """Decode and validate one command, or raise ``InvalidCommand`` saying why."""
+    if isinstance(raw, dict):
+        data: Any = raw
+    else:
+        size = len(raw.encode("utf-8") if isinstance(raw, str) else raw)
+        if size > max_bytes:
+            raise InvalidCommand(
+                "too_large",
+                f"command is {size} bytes, more than the limit of {max_bytes} bytes",
+                value=size,
+            )
+        try:
+            data = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InvalidCommand("bad_json", f"command is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidCommand(
+            "bad_json", f"command must be a JSON object, got {type(data).__name__}", value=data
+        )
+    try:
+        return Command.model_validate(data)
+    except ValidationError as exc:
+        raise from_validation_error(exc) from None
+    except InvalidSchedule as exc:
+        raise InvalidCommand("invalid_command", f"schedule: {exc}") from None
+
+
+def from_validation_error(exc: ValidationError) -> InvalidCommand:
+    """One readable sentence per problem: ``field: what is wrong (got value)``."""
+    problems = []
+    first_field, first_value = "$", None
+    for index, err in enumerate(exc.errors(include_url=False)):
+        field = ".".join(str(part) for part in err["loc"])
+        message = err["msg"].removeprefix("Value error, ")
+        inner = _INNER_FIELD.match(message)
+        if inner:
+            # A cross-field check names the field itself, relative to where it ran.
+            field = f"{field}.{inner['field']}" if field else inner["field"]
+            text = f"{field}: {inner['message']}"
+        else:
+            field = field or "$"
+            text = f"{field}: {message}" if field != "$" else message
+            if field != "$" and err["type"] != "missing":
+                text += f" (got {_short(err.get('input'))})"
+        problems.append(text)
+        if index == 0:
+            first_field, first_value = field, err.get("input")
+    return InvalidCommand("invalid_command", "; ".join(problems), first_field, first_value)
+
+
+_INNER_FIELD = re.compile(r"^(?P<field>[A-Za-z_][\w.]*): (?P<message>.*)$", re.DOTALL)
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

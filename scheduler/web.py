@@ -1,0 +1,175 @@
+"""The web view: lookups, lists, command intake, preview, health, metrics.
+
+Thin on purpose: decode the request, call the domain, answer JSON. A lookup
+by id is routed by Faust to the worker that owns the id's partition; a list
+asks every worker for the schedules of its own active partitions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from faust import web
+
+from scheduler import metrics, state
+from scheduler.app import app, settings
+from scheduler.errors import InvalidCommand, InvalidSchedule
+from scheduler.models import parse_command
+from scheduler.preview import preview
+from scheduler.tables import schedules
+from scheduler.timefmt import format_utc, parse_utc
+from scheduler.topics import commands_topic, keyed_commands_topic
+
+MAX_LIST = 10_000
+
+
+def _error(view: web.View, status: int, error: str, detail: str, **extra: Any) -> web.Response:
+    return view.json({"error": error, "detail": detail, **extra}, status=status)
+
+
+@app.page("/schedules/{schedule_id}")
+class ScheduleView(web.View):
+    @app.table_route(table=schedules, match_info="schedule_id")  # type: ignore[arg-type]
+    async def get(self, request: web.Request, schedule_id: str) -> web.Response:
+        stored = schedules.get(schedule_id.encode())
+        if stored is None:
+            return _error(self, 404, "not_found", f"no schedule {schedule_id}")
+        return self.json(state.describe(state.ScheduleRecord.from_json(stored)))
+
+
+@app.page("/schedules")
+class ScheduleListView(web.View):
+    async def get(self, request: web.Request) -> web.Response:
+        filters = {name: request.query[name] for name in state.FILTERS if name in request.query}
+        try:
+            limit = min(int(request.query.get("limit", "1000")), MAX_LIST)
+        except ValueError:
+            return _error(
+                self,
+                400,
+                "bad_request",
+                f"limit must be an integer, got {request.query.get('limit')!r}",
+            )
+        if request.query.get("scope") == "local":
+            return self.json({"schedules": _local(filters, limit)})
+        found: dict[str, dict[str, Any]] = {}
+        for item in _local(filters, limit):
+            found[item["schedule_id"]] = item
+        for part in await asyncio.gather(*(_remote(url, request) for url in _peers())):
+            for item in part:
+                found.setdefault(item["schedule_id"], item)
+        items = sorted(found.values(), key=lambda item: item["schedule_id"])[:limit]
+        return self.json({"schedules": items})
+
+
+def _local(filters: dict[str, str], limit: int) -> list[dict[str, Any]]:
+    out = []
+    for stored in schedules.values():
+        record = state.ScheduleRecord.from_json(stored)
+        if state.matches(record, filters):
+            out.append(state.describe(record))
+            if len(out) >= limit:
+                break
+    return out
+
+
+def _peers() -> list[str]:
+    own = str(app.conf.canonical_url).rstrip("/")
+    urls = {str(url).rstrip("/") for url in app.router.tables_metadata()}
+    return sorted(url for url in urls if url != own)
+
+
+async def _remote(base: str, request: web.Request) -> list[dict[str, Any]]:
+    params = dict(request.query)
+    params["scope"] = "local"
+    async with app.http_client.get(f"{base}/schedules", params=params) as response:
+        response.raise_for_status()
+        body = await response.json()
+    return list(body["schedules"])
+
+
+@app.page("/commands")
+class CommandsView(web.View):
+    """Same validation as the topic; a valid command is produced to it."""
+
+    async def post(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        if len(raw) > settings.max_command_bytes:
+            return _error(
+                self,
+                413,
+                "too_large",
+                f"body is {len(raw)} bytes, more than {settings.max_command_bytes}",
+            )
+        try:
+            body = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return _error(self, 400, "bad_json", f"body is not valid JSON: {exc}")
+        items = body if isinstance(body, list) else [body]
+        accepted = []
+        for index, item in enumerate(items):
+            try:
+                text = json.dumps(item).encode() if isinstance(item, dict) else item
+                command = parse_command(text, max_bytes=settings.max_command_bytes)
+            except InvalidCommand as exc:
+                return _error(self, 400, exc.error, exc.detail, field=exc.field, index=index)
+            accepted.append((command, json.dumps(item, ensure_ascii=False).encode("utf-8")))
+        for command, text in accepted:
+            await commands_topic.send(key=command.schedule_id.encode(), value=text)
+        ids = [{"schedule_id": command.schedule_id} for command, _ in accepted]
+        return self.json(ids if isinstance(body, list) else ids[0], status=202)
+
+
+@app.page("/preview")
+class PreviewView(web.View):
+    """Next fire instants of a command, without submitting it.
+
+    Query: ``after`` (ISO-8601, default now) and ``count`` (default 10).
+    """
+
+    async def post(self, request: web.Request) -> web.Response:
+        try:
+            after = parse_utc(request.query["after"]) if "after" in request.query else None
+            count = int(request.query.get("count", "10"))
+        except ValueError as exc:
+            return _error(self, 400, "bad_request", f"after/count: {exc}")
+        try:
+            command = parse_command(await request.read(), max_bytes=settings.max_command_bytes)
+            instants = [format_utc(t) for t in preview(command, after or datetime.now(UTC), count)]
+        except InvalidCommand as exc:
+            return _error(self, 400, exc.error, exc.detail, field=exc.field)
+        except InvalidSchedule as exc:
+            return _error(self, 400, "invalid_command", str(exc))
+        return self.json({"schedule_id": command.schedule_id, "fire_times": instants})
+
+
+@app.page("/health")
+class HealthView(web.View):
+    async def get(self, request: web.Request) -> web.Response:
+        actives = sorted(
+            tp.partition
+            for tp in app.assignor.assigned_actives()
+            if tp.topic == keyed_commands_topic.get_topic_name()
+        )
+        recovery = app.tables.recovery  # type: ignore[attr-defined]
+        ready = recovery.completed.is_set() and not app.rebalancing
+        return self.json(
+            {
+                "status": "ok",
+                "ready": ready,
+                "app_id": settings.app_id,
+                "worker": str(app.conf.canonical_url),
+                "rebalancing": bool(app.rebalancing),
+                "active_partitions": actives,
+                "time": format_utc(datetime.now(UTC)),
+            }
+        )
+
+
+@app.page("/metrics")
+class MetricsView(web.View):
+    async def get(self, request: web.Request) -> web.Response:
+        return self.text(metrics.render(), content_type="text/plain; version=0.0.4")

@@ -1,0 +1,189 @@
+"""Test plumbing shared by the integration and e2e tiers: real processes, real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+SCHEDULER = str(Path(sys.executable).parent / "scheduler")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Worker:
+    """One ``scheduler worker`` process with its own consumer group and topics."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        data_dir: Path,
+        *,
+        app_id: str | None = None,
+        prefix: str | None = None,
+        partitions: int = 4,
+        web_port: int | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        tag = uuid.uuid4().hex[:8]
+        self.bootstrap = bootstrap
+        self.app_id = app_id or f"sched-{tag}"
+        self.prefix = prefix if prefix is not None else f"t{tag}-"
+        self.partitions = partitions
+        self.web_port = web_port or free_port()
+        self.data_dir = data_dir
+        self.extra_env = extra_env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir.parent / f"{data_dir.name}-{self.web_port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "SCHEDULER_BROKER": f"kafka://{self.bootstrap}",
+                "SCHEDULER_APP_ID": self.app_id,
+                "SCHEDULER_TOPIC_PREFIX": self.prefix,
+                "SCHEDULER_PARTITIONS": str(self.partitions),
+                "SCHEDULER_WEB_PORT": str(self.web_port),
+                "SCHEDULER_DATA_DIR": str(self.data_dir),
+                "SCHEDULER_SESSION_TIMEOUT": "6",
+                "SCHEDULER_HEARTBEAT_INTERVAL": "0.5",
+            }
+        )
+        env.update(self.extra_env)
+        return env
+
+    def topic(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def start(self, timeout: float = 90.0) -> Worker:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [SCHEDULER, "worker"],
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.tail()}")
+            try:
+                last = httpx.get(f"{self.url}/health", timeout=2).json()
+                if last["ready"] and last["active_partitions"]:
+                    return
+            except (httpx.HTTPError, ValueError, KeyError):
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"worker not ready in {timeout}s (last health {last}):\n{self.tail()}")
+
+    def tail(self, lines: int = 60) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+async def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send_and_wait(topic, value=value, key=key)
+    finally:
+        await producer.stop()
+
+
+async def read_topic(
+    bootstrap: str,
+    topic: str,
+    until: Callable[[list[Any]], bool],
+    timeout: float = 30.0,
+) -> list[dict[str, Any]]:
+    """Records of ``topic`` from the beginning, decoded as JSON, until ``until`` holds."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+        metadata_max_age_ms=1000,
+    )
+    await consumer.start()
+    found: list[dict[str, Any]] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while not until(found):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"timed out reading {topic}; got {found}")
+            batch = await consumer.getmany(timeout_ms=int(min(left, 1.0) * 1000))
+            for records in batch.values():
+                for record in records:
+                    found.append(
+                        {
+                            "key": record.key,
+                            "value": json.loads(record.value) if record.value else None,
+                            "timestamp": record.timestamp,
+                            "headers": dict(record.headers or ()),
+                        }
+                    )
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 30.0, every: float = 0.2) -> Any:
+    """Poll ``check`` until it returns a truthy value; fail with the last error."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+            last = value
+        except Exception as exc:
+            last = exc
+        await asyncio.sleep(every)
+    raise AssertionError(f"condition not met in {timeout}s; last: {last!r}")
