@@ -34,3 +34,8 @@ def schedule_id(operation: str, application: str, group: str, key: str, type_: s
 def firing_id(schedule: str, scheduled_for: datetime) -> str:
     material = f"{schedule}|{format_utc(scheduled_for, micros=True)}"
     return "fir_" + hashlib.sha256(material.encode("utf-8")).hexdigest()[:32]
+
+
+def trigger_firing_id(schedule: str, accepted_at: datetime) -> str:
+    """The id of a ``trigger`` firing: its own namespace, never a nominal instant's."""
+    return firing_id(schedule + "!trigger", accepted_at)

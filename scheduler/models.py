@@ -26,8 +26,9 @@ from pydantic import (
 
 from scheduler import ids
 from scheduler.errors import InvalidCommand, InvalidSchedule
+from scheduler.misfire import MisfirePolicy
 from scheduler.timezones import resolve_zone
-from scheduler.triggers import TriggerSpec, validate
+from scheduler.triggers import TriggerSpec, local_instant, validate
 
 #: Acceptance instant used when a command is validated before it has one.
 _VALIDATION_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -151,6 +152,15 @@ class Command(_Strict):
     schedule: str | None = Field(default=None, max_length=512)
     timezone: str = "UTC"
     task: Task | None = None
+    misfire_policy: MisfirePolicy = MisfirePolicy.FIRE_ONCE
+    misfire_grace: float = Field(default=3600.0, gt=0, le=366 * 86400)
+    """Seconds an instant may be late and still fire (see ``scheduler.misfire``)."""
+    start: str | None = Field(default=None, max_length=64)
+    """Recurring types: no instant before this (ISO-8601, local in ``timezone``)."""
+    end: str | None = Field(default=None, max_length=64)
+    """Recurring types: no instant after this."""
+    max_fires: int | None = Field(default=None, ge=1)
+    """Recurring types: complete after this many firings."""
 
     @field_validator("schedule", mode="before")
     @classmethod
@@ -180,7 +190,29 @@ class Command(_Strict):
             validate(self.trigger(_VALIDATION_EPOCH))
         except InvalidSchedule as exc:
             raise ValueError(f"schedule: {exc}") from None
+        bounds = {"start": self.start, "end": self.end, "max_fires": self.max_fires}
+        for name, value in bounds.items():
+            if value is not None and self.type.one_shot:
+                raise ValueError(
+                    f"{name}: only cron and delay-recur schedules take {name} "
+                    f"(got {value!r} on a {self.type.value} schedule)"
+                )
+        for name in ("start", "end"):
+            text = getattr(self, name)
+            if text is not None:
+                try:
+                    local_instant(text, self.timezone)
+                except InvalidSchedule as exc:
+                    raise ValueError(f"{name}: {exc}") from None
+        if self.start and self.end and self.end_at() <= self.start_at():  # type: ignore[operator]
+            raise ValueError(f"end: must be after start (got {self.end!r} <= {self.start!r})")
         return self
+
+    def start_at(self) -> datetime | None:
+        return None if self.start is None else local_instant(self.start, self.timezone)
+
+    def end_at(self) -> datetime | None:
+        return None if self.end is None else local_instant(self.end, self.timezone)
 
     @property
     def schedule_id(self) -> str:

@@ -8,11 +8,12 @@ commands therefore rebuilds the same table.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from scheduler import misfire
 from scheduler.errors import InvalidCommand
 from scheduler.models import Action, Command
 from scheduler.timefmt import format_utc, parse_utc
@@ -20,6 +21,7 @@ from scheduler.timezones import resolve_zone, to_local
 from scheduler.triggers import next_fire
 
 _BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
+_TICK = timedelta(microseconds=1)
 
 
 class Status(StrEnum):
@@ -42,10 +44,21 @@ class ScheduleRecord:
     next_fire_at: datetime | None
     fire_count: int = 0
     last_fired_at: datetime | None = None
+    missed_count: int = 0
+    last_missed_at: datetime | None = None
+    last_wake: datetime | None = None
+    """The due instant whose wake-up produced ``last_batch``."""
+    last_batch: tuple[datetime, ...] = ()
+    """What that wake-up fired: re-sent if the same wake-up is replayed after a crash."""
 
     @property
     def paused(self) -> bool:
         return self.status is Status.PAUSED
+
+    @property
+    def timed(self) -> datetime | None:
+        """The instant the timer must wake this schedule at, if any."""
+        return self.next_fire_at if self.status is Status.ACTIVE else None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -58,6 +71,10 @@ class ScheduleRecord:
             "next_fire_at": _opt_format(self.next_fire_at),
             "fire_count": self.fire_count,
             "last_fired_at": _opt_format(self.last_fired_at),
+            "missed_count": self.missed_count,
+            "last_missed_at": _opt_format(self.last_missed_at),
+            "last_wake": _opt_format(self.last_wake),
+            "last_batch": [format_utc(t, micros=True) for t in self.last_batch],
         }
 
     @classmethod
@@ -72,7 +89,23 @@ class ScheduleRecord:
             next_fire_at=_opt_parse(data.get("next_fire_at")),
             fire_count=int(data.get("fire_count", 0)),
             last_fired_at=_opt_parse(data.get("last_fired_at")),
+            missed_count=int(data.get("missed_count", 0)),
+            last_missed_at=_opt_parse(data.get("last_missed_at")),
+            last_wake=_opt_parse(data.get("last_wake")),
+            last_batch=tuple(parse_utc(t) for t in data.get("last_batch", ())),
         )
+
+
+def next_instant(command: Command, accepted_at: datetime, after: datetime) -> datetime | None:
+    """The schedule's first instant after ``after``, within its start/end bounds."""
+    start = command.start_at()
+    if start is not None and after < start:
+        after = start - _TICK
+    instant = next_fire(command.trigger(accepted_at), after)
+    end = command.end_at()
+    if instant is not None and end is not None and instant > end:
+        return None
+    return instant
 
 
 def first_fire(command: Command, accepted_at: datetime) -> datetime | None:
@@ -80,36 +113,43 @@ def first_fire(command: Command, accepted_at: datetime) -> datetime | None:
 
     A one-shot keeps its instant even when it is already past at acceptance
     (a ``date`` a minute ago): whether a late instant still fires is the
-    timer's misfire policy, not a silent drop here.
+    misfire policy's call when the timer wakes, not a silent drop here.
     """
-    spec = command.trigger(accepted_at)
     assert command.type is not None
     after = _BEGINNING if command.type.one_shot else accepted_at
-    return next_fire(spec, after)
+    return next_instant(command, accepted_at, after)
 
 
 def apply(
     current: ScheduleRecord | None, command: Command, accepted_at: datetime
 ) -> ScheduleRecord | None:
-    """The record after ``command``; raises ``InvalidCommand`` if it cannot apply."""
+    """The record after ``command``; raises ``InvalidCommand`` if it cannot apply.
+
+    An upsert of a paused schedule keeps it paused (the pause was an explicit
+    decision); the fire count carries over, so ``max_fires`` is a budget of
+    the schedule, not of one version of it.
+    """
     sid = command.schedule_id
     if command.action is Action.UPSERT:
         upcoming = first_fire(command, accepted_at)
-        paused = current is not None and current.paused
-        if paused:
+        fired = current.fire_count if current else 0
+        if current is not None and current.paused:
             status = Status.PAUSED
+        elif upcoming is None or (command.max_fires is not None and fired >= command.max_fires):
+            status, upcoming = Status.COMPLETED, None
         else:
-            status = Status.ACTIVE if upcoming is not None else Status.COMPLETED
-        return ScheduleRecord(
-            schedule_id=sid,
+            status = Status.ACTIVE
+        if current is None:
+            return ScheduleRecord(
+                sid, command, status, accepted_at, accepted_at, accepted_at, upcoming
+            )
+        return replace(
+            current,
             command=command,
             status=status,
             accepted_at=accepted_at,
-            created_at=current.created_at if current else accepted_at,
             updated_at=accepted_at,
             next_fire_at=upcoming,
-            fire_count=current.fire_count if current else 0,
-            last_fired_at=current.last_fired_at if current else None,
         )
     if current is None:
         raise InvalidCommand(
@@ -123,32 +163,79 @@ def apply(
     if command.action is Action.PAUSE:
         if current.status is not Status.ACTIVE:
             return current
-        return _replace(current, status=Status.PAUSED, updated_at=accepted_at)
+        return replace(current, status=Status.PAUSED, updated_at=accepted_at)
     if command.action is Action.RESUME:
         if current.status is not Status.PAUSED:
             return current
-        # Continue from the next instant after the resume: no burst of missed ones.
-        upcoming = next_fire(current.command.trigger(current.accepted_at), accepted_at)
-        if current.command.type is not None and current.command.type.one_shot:
+        spec = current.command
+        assert spec.type is not None
+        if spec.type.one_shot:
+            # Its one instant stands; if it passed while paused, the misfire policy decides.
             upcoming = current.next_fire_at
+        else:
+            # Continue from the next instant after the resume: no burst of missed ones.
+            upcoming = next_instant(spec, current.accepted_at, accepted_at)
         status = Status.ACTIVE if upcoming is not None else Status.COMPLETED
-        return _replace(current, status=status, updated_at=accepted_at, next_fire_at=upcoming)
-    # TRIGGER leaves the stored schedule as it is; the timer fires it.
+        return replace(current, status=status, updated_at=accepted_at, next_fire_at=upcoming)
+    # TRIGGER leaves the stored schedule as it is; the agent fires it once.
     return current
 
 
-def _replace(record: ScheduleRecord, **changes: Any) -> ScheduleRecord:
-    values = {name: getattr(record, name) for name in record.__dataclass_fields__}
-    values.update(changes)
-    return ScheduleRecord(**values)
+@dataclass(frozen=True, slots=True)
+class Wake:
+    """What a timer wake-up for one due instant does to a schedule."""
+
+    record: ScheduleRecord
+    fire: tuple[datetime, ...]
+    changed: bool
 
 
-def _opt_format(value: datetime | None, *, micros: bool = True) -> str | None:
-    return None if value is None else format_utc(value, micros=micros)
+def wake(
+    record: ScheduleRecord,
+    due: datetime,
+    now: datetime,
+    *,
+    threshold: timedelta = timedelta(seconds=1),
+) -> Wake:
+    """Fire ``record`` for its due instant ``due``, as of ``now``.
 
-
-def _opt_parse(value: str | None) -> datetime | None:
-    return None if value is None else parse_utc(value)
+    A wake-up for an instant the record no longer waits for is stale (the
+    schedule was updated, paused or already advanced) and does nothing,
+    except when it is the very wake-up that produced the last batch: that is
+    a replay after a crash, and the batch is sent again with the same ids,
+    because the crash may have lost it.
+    """
+    if record.last_wake == due and record.last_batch:
+        return Wake(record, record.last_batch, changed=False)
+    if record.status is not Status.ACTIVE or record.next_fire_at != due:
+        return Wake(record, (), changed=False)
+    cmd = record.command
+    budget = None if cmd.max_fires is None else max(cmd.max_fires - record.fire_count, 0)
+    decided = misfire.plan(
+        due,
+        lambda t: next_instant(cmd, record.accepted_at, t),
+        now,
+        policy=cmd.misfire_policy,
+        grace=timedelta(seconds=cmd.misfire_grace),
+        threshold=threshold,
+        remaining=budget,
+    )
+    fired = tuple(decided.fire)
+    last_missed = record.last_missed_at
+    if decided.last_missed is not None:
+        last_missed = decided.last_missed
+    updated = replace(
+        record,
+        status=Status.ACTIVE if decided.next_fire is not None else Status.COMPLETED,
+        next_fire_at=decided.next_fire,
+        fire_count=record.fire_count + len(fired),
+        last_fired_at=fired[-1] if fired else record.last_fired_at,
+        missed_count=record.missed_count + decided.missed,
+        last_missed_at=last_missed,
+        last_wake=due,
+        last_batch=fired,
+    )
+    return Wake(updated, fired, changed=True)
 
 
 def describe(record: ScheduleRecord) -> dict[str, Any]:
@@ -175,6 +262,12 @@ def describe(record: ScheduleRecord) -> dict[str, Any]:
         "next_fire_at_local": next_local,
         "fire_count": record.fire_count,
         "last_fired_at": _opt_format(record.last_fired_at, micros=False),
+        "missed_count": record.missed_count,
+        "last_missed_at": _opt_format(record.last_missed_at, micros=False),
+        "misfire_policy": cmd.misfire_policy.value,
+        "start": cmd.start,
+        "end": cmd.end,
+        "max_fires": cmd.max_fires,
         "accepted_at": format_utc(record.accepted_at),
         "created_at": format_utc(record.created_at),
         "updated_at": format_utc(record.updated_at),
@@ -197,3 +290,28 @@ def matches(record: ScheduleRecord, filters: dict[str, str]) -> bool:
 
 
 FILTERS = ("operation", "application", "group", "key", "type", "status", "name")
+
+
+def firing(
+    record: ScheduleRecord, scheduled_for: datetime, firing_id: str, fired_at: datetime
+) -> dict[str, Any]:
+    """A ``firings`` record: what the executors need to deliver, and nothing to look up."""
+    cmd = record.command
+    return {
+        "firing_id": firing_id,
+        "schedule_id": record.schedule_id,
+        "scheduled_for": format_utc(scheduled_for, micros=True),
+        "fired_at": format_utc(fired_at, micros=True),
+        "attempt": 1,
+        "name": cmd.name,
+        "client": cmd.client.model_dump(mode="json"),
+        "task": cmd.task.model_dump(mode="json") if cmd.task else None,
+    }
+
+
+def _opt_format(value: datetime | None, *, micros: bool = True) -> str | None:
+    return None if value is None else format_utc(value, micros=micros)
+
+
+def _opt_parse(value: str | None) -> datetime | None:
+    return None if value is None else parse_utc(value)

@@ -33,6 +33,9 @@ rejected_topic = _topic("schedule-commands-rejected")
 #: partition that owns the schedule: the table may only be written there.
 keyed_commands_topic = _topic("schedule-commands-keyed", internal=True, value_serializer="json")
 
+#: Due firings, keyed by schedule id, for the executors.
+firings_topic = _topic("firings")
+
 CONTRACT_TOPICS = (
     "schedule-commands",
     "schedule-commands-rejected",

@@ -203,3 +203,8 @@ def _delay(expression: str) -> timedelta:
         raise InvalidSchedule(
             f"delay {expression!r} is too large: it ends after the year 9999"
         ) from None
+
+
+def local_instant(expression: str, zone: str) -> datetime:
+    """An ISO-8601 date-time read as ``date`` schedules are (for start/end bounds)."""
+    return _date_instant(expression, zone)

@@ -187,3 +187,73 @@ async def eventually(check: Callable[[], Any], timeout: float = 30.0, every: flo
             last = exc
         await asyncio.sleep(every)
     raise AssertionError(f"condition not met in {timeout}s; last: {last!r}")
+
+
+class Collector:
+    """Reads a topic from its beginning in the background, noting when each record arrived."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.records: list[dict[str, Any]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def __aenter__(self) -> Collector:
+        self._consumer = AIOKafkaConsumer(
+            self.topic,
+            bootstrap_servers=self.bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            group_id=None,
+            metadata_max_age_ms=500,
+            fetch_max_wait_ms=20,
+        )
+        await self._consumer.start()
+        self._task = asyncio.ensure_future(self._run())
+        return self
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=200)
+            arrived = time.time()
+            for records in batch.values():
+                for record in records:
+                    self.records.append(
+                        {
+                            "key": record.key,
+                            "value": json.loads(record.value) if record.value else None,
+                            "headers": dict(record.headers or ()),
+                            "arrived": arrived,
+                        }
+                    )
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    def values(self, **match: Any) -> list[dict[str, Any]]:
+        return [
+            r["value"]
+            for r in self.records
+            if all(r["value"].get(k) == v for k, v in match.items())
+        ]
+
+    async def wait(
+        self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 30
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate(self.records):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out on {self.topic}; have {len(self.records)} records")
+            await asyncio.sleep(0.05)
+
+
+def instant(text: str) -> float:
+    """Seconds since the epoch of a UTC ISO-8601 string."""
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()

@@ -1,4 +1,4 @@
-"""From ``schedule-commands`` to the ``schedules`` table.
+"""From ``schedule-commands`` to the ``schedules`` table, and from due instants to ``firings``.
 
 Two hops, because a table may only be written from an agent handling a key
 of the table's own partition, and applications may send commands with no
@@ -8,7 +8,9 @@ key or with a key we did not choose:
    schedule id, to ``schedule-commands-keyed``; bad records go to
    ``schedule-commands-rejected`` with the reason and the original text.
 2. ``apply_commands`` (one per partition, never concurrent) applies it to
-   the table.
+   the table. The partition timers send their wake-ups to the same topic, so
+   this one agent is the only writer of a schedule: it fires due instants,
+   advances the schedule and moves its entry in the due-index.
 
 The acceptance instant is the Kafka timestamp of the original record, so a
 replay of the topic rebuilds the same schedules.
@@ -21,15 +23,23 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from scheduler import metrics, state
+from scheduler import clock, ids, metrics, state
 from scheduler.app import app, settings
 from scheduler.errors import InvalidCommand
-from scheduler.models import Command, parse_command
-from scheduler.tables import schedules
+from scheduler.models import Action, Command, parse_command
+from scheduler.streams.timers import index_key, registry
+from scheduler.tables import schedules, timers
 from scheduler.timefmt import format_utc, parse_utc
-from scheduler.topics import commands_topic, keyed_commands_topic, rejected_topic
+from scheduler.topics import commands_topic, firings_topic, keyed_commands_topic, rejected_topic
 
 log = logging.getLogger(__name__)
+
+_accepted = metrics.counter("scheduler_commands_accepted_total", "valid commands accepted")
+_rejected = metrics.counter("scheduler_commands_rejected_total", "commands rejected")
+_applied = metrics.counter("scheduler_commands_applied_total", "commands applied to the table")
+_fired = metrics.counter("scheduler_firings_total", "firings emitted")
+_missed = metrics.counter("scheduler_missed_instants_total", "due instants not fired (misfire)")
+_stale = metrics.counter("scheduler_wakeups_stale_total", "wake-ups for outdated instants")
 
 
 def rejection(exc: InvalidCommand, original: bytes | str | None) -> bytes:
@@ -42,13 +52,13 @@ def rejection(exc: InvalidCommand, original: bytes | str | None) -> bytes:
         "detail": exc.detail,
         "field": exc.field,
         "command": text,
-        "received_at": format_utc(datetime.now(UTC)),
+        "received_at": format_utc(clock.now()),
     }
     return json.dumps(body, ensure_ascii=False).encode("utf-8")
 
 
 async def reject(exc: InvalidCommand, key: bytes | None, original: bytes | str | None) -> None:
-    metrics.counter("scheduler_commands_rejected_total").inc()
+    _rejected.inc()
     log.info("rejected command: %s", exc.detail)
     await rejected_topic.send(key=key, value=rejection(exc, original))
 
@@ -64,31 +74,91 @@ async def accept_commands(stream: Any) -> Any:
             continue
         accepted_at = datetime.fromtimestamp(event.message.timestamp, tz=UTC)
         envelope = {
+            "kind": "command",
             "command": command.to_json(),
             "accepted_at": format_utc(accepted_at, micros=True),
             "original": raw.decode("utf-8", errors="replace"),
         }
         await keyed_commands_topic.send(key=command.schedule_id.encode(), value=envelope)
-        metrics.counter("scheduler_commands_accepted_total").inc()
+        _accepted.inc()
 
 
 @app.agent(keyed_commands_topic, name="apply-commands")
 async def apply_commands(stream: Any) -> Any:
     async for event in stream.events():
         envelope = event.value
-        key: bytes = event.key
-        command = Command.model_validate(envelope["command"])
-        accepted_at = parse_utc(envelope["accepted_at"])
-        stored = schedules.get(key)
-        current = state.ScheduleRecord.from_json(stored) if stored else None
-        try:
-            updated = state.apply(current, command, accepted_at)
-        except InvalidCommand as exc:
-            await reject(exc, key, envelope.get("original"))
-            continue
-        if updated is None:
-            schedules.pop(key, None)
+        if envelope.get("kind") == "wake":
+            await _wake(event.key, int(envelope["due_us"]), event.message.partition)
         else:
-            schedules[key] = updated.to_json()
-        metrics.counter("scheduler_commands_applied_total").inc()
-        log.debug("applied %s to %s", command.action.value, command.schedule_id)
+            await _apply(event.key, envelope, event.message.partition)
+
+
+def _load(key: bytes) -> state.ScheduleRecord | None:
+    stored = schedules.get(key)
+    return state.ScheduleRecord.from_json(stored) if stored else None
+
+
+def _store(
+    key: bytes,
+    partition: int,
+    before: state.ScheduleRecord | None,
+    after: state.ScheduleRecord | None,
+) -> None:
+    """Write the record and move its due-index entry if its instant changed."""
+    if after is None:
+        schedules.pop(key, None)
+    else:
+        schedules[key] = after.to_json()
+    old = before.timed if before else None
+    new = after.timed if after else None
+    if old == new:
+        return
+    sid = key.decode()
+    if old is not None:
+        timers.pop(index_key(clock.to_us(old), sid), None)
+    if new is not None:
+        due_us = clock.to_us(new)
+        timers[index_key(due_us, sid)] = b"1"
+        registry.offer(partition, due_us, sid)
+
+
+async def _apply(key: bytes, envelope: dict[str, Any], partition: int) -> None:
+    command = Command.model_validate(envelope["command"])
+    accepted_at = parse_utc(envelope["accepted_at"])
+    current = _load(key)
+    try:
+        updated = state.apply(current, command, accepted_at)
+    except InvalidCommand as exc:
+        await reject(exc, key, envelope.get("original"))
+        return
+    _store(key, partition, current, updated)
+    _applied.inc()
+    if command.action is Action.TRIGGER and updated is not None:
+        # Its own id: a trigger is not one of the schedule's nominal instants.
+        await _emit(updated, accepted_at, ids.trigger_firing_id(updated.schedule_id, accepted_at))
+    log.debug("applied %s to %s", command.action.value, command.schedule_id)
+
+
+async def _wake(key: bytes, due_us: int, partition: int) -> None:
+    current = _load(key)
+    if current is None:
+        _stale.inc()
+        return
+    due = clock.from_us(due_us)
+    outcome = state.wake(current, due, clock.now())
+    if outcome.changed:
+        _store(key, partition, current, outcome.record)
+        _missed.inc(outcome.record.missed_count - current.missed_count)
+    elif not outcome.fire:
+        _stale.inc()
+    for instant in outcome.fire:
+        await _emit(outcome.record, instant, ids.firing_id(current.schedule_id, instant))
+
+
+async def _emit(record: state.ScheduleRecord, scheduled_for: datetime, firing_id: str) -> None:
+    firing = state.firing(record, scheduled_for, firing_id, clock.now())
+    await firings_topic.send(
+        key=record.schedule_id.encode(), value=json.dumps(firing, ensure_ascii=False).encode()
+    )
+    _fired.inc()
+    log.debug("fired %s for %s", firing_id, scheduled_for)

@@ -12,3 +12,14 @@ schedules = app.Table(
     value_type=None,
     partitions=settings.partitions,
 )
+
+#: The due-index: key ``<instant in µs since the epoch, 17 digits>|<schedule id>``,
+#: value ``b"1"``. Keys sort by time within each partition's RocksDB, so a
+#: partition's timer reads only the near future instead of every schedule.
+#: It is written beside ``schedules`` by the same agent, on the same partition.
+timers = app.Table(
+    "timers",
+    key_type=bytes,
+    value_type=bytes,
+    partitions=settings.partitions,
+)

@@ -1,0 +1,231 @@
+"""One timer per owned partition: wakes each schedule at its due instant.
+
+A timer holds only the near future in memory: a heap of (instant, schedule
+id) pairs up to its *horizon*, refilled from the partition's slice of the
+``timers`` table (a RocksDB whose keys sort by instant) as time moves on.
+The agent that writes a schedule offers its new instant to the timer, which
+keeps it only if it falls inside the horizon; anything later is read from
+the table when the horizon gets there. So a million schedules due next week
+cost disk, not memory.
+
+A timer does not fire anything itself. It sends a wake-up for (schedule,
+instant) to ``schedule-commands-keyed``, where the one agent allowed to
+write that partition's tables decides what fires (``scheduler.state.wake``)
+and records it. The timer therefore never needs to be right about a
+schedule's state: a wake-up for an instant the schedule no longer waits for
+is dropped by the agent.
+
+Timers run only for partitions this worker actively owns, once its tables
+have recovered; they stop the moment a rebalance revokes anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from scheduler import clock, metrics
+from scheduler.app import app
+from scheduler.tables import timers
+from scheduler.topics import keyed_commands_topic
+
+log = logging.getLogger(__name__)
+
+#: How far ahead a timer loads due instants into memory.
+WINDOW_US = 10_000_000
+#: The most entries one refill loads; a crowded window is loaded in slices.
+REFILL_LIMIT = 50_000
+KEY_DIGITS = 17
+
+
+def index_key(due_us: int, schedule_id: str) -> bytes:
+    return b"%017d|%s" % (due_us, schedule_id.encode())
+
+
+def parse_index_key(key: bytes) -> tuple[int, str]:
+    return int(key[:KEY_DIGITS]), key[KEY_DIGITS + 1 :].decode()
+
+
+class PartitionTimer:
+    """The timer of one partition: a heap of the near future and a task that waits on it."""
+
+    def __init__(
+        self,
+        partition: int,
+        read_index: Callable[[int, int], list[tuple[int, str]]],
+        send: Callable[[str, int], Awaitable[None]],
+        now_us: Callable[[], int] = clock.now_us,
+    ) -> None:
+        self.partition = partition
+        self._read_index = read_index
+        self._send = send
+        self._now_us = now_us
+        self._heap: list[tuple[int, str]] = []
+        self.horizon_us = -1
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def offer(self, due_us: int, schedule_id: str) -> None:
+        """A schedule's new instant, from the agent that just stored it."""
+        if due_us > self.horizon_us:
+            return  # the refill that reaches it will read it from the table
+        earliest = self._heap[0][0] if self._heap else None
+        heapq.heappush(self._heap, (due_us, schedule_id))
+        if earliest is None or due_us < earliest:
+            self._wakeup.set()
+
+    def refill(self, now_us: int) -> None:
+        """Load the index entries after the horizon up to ``now + WINDOW``.
+
+        No await in here: the agent cannot write in between the read and the
+        move of the horizon, so an entry is either read or offered, never
+        both and never neither.
+        """
+        target = now_us + WINDOW_US
+        entries = self._read_index(self.horizon_us + 1, target)
+        for entry in entries:
+            heapq.heappush(self._heap, entry)
+        if len(entries) >= REFILL_LIMIT:
+            target = entries[-1][0]
+        self.horizon_us = target
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        self._heap.clear()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._loop()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A timer must not die quietly: log, pause, rebuild from the table.
+                log.exception("timer of partition %d failed; restarting it", self.partition)
+                self._heap.clear()
+                self.horizon_us = -1
+                await asyncio.sleep(1.0)
+
+    async def _loop(self) -> None:
+        fired = metrics.counter("scheduler_wakeups_sent_total", "wake-ups sent by timers")
+        while True:
+            now = self._now_us()
+            if now >= self.horizon_us - WINDOW_US // 2:
+                self.refill(now)
+            due: list[tuple[int, str]] = []
+            while self._heap and self._heap[0][0] <= now:
+                due.append(heapq.heappop(self._heap))
+            for due_us, schedule_id in due:
+                await self._send(schedule_id, due_us)
+            fired.inc(len(due))
+            if due:
+                continue
+            next_due = self._heap[0][0] if self._heap else self.horizon_us
+            wait_us = min(next_due, self.horizon_us - WINDOW_US // 2) - self._now_us()
+            if wait_us <= 0:
+                continue
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), wait_us / 1_000_000)
+
+
+class TimerRegistry:
+    """The running timers of this worker, one per actively owned partition."""
+
+    def __init__(self) -> None:
+        self.timers: dict[int, PartitionTimer] = {}
+
+    def offer(self, partition: int, due_us: int, schedule_id: str) -> None:
+        timer = self.timers.get(partition)
+        if timer is not None:
+            timer.offer(due_us, schedule_id)
+
+    def reconcile(self, wanted: set[int]) -> None:
+        for partition in set(self.timers) - wanted:
+            self.timers.pop(partition).stop()
+        for partition in sorted(wanted - set(self.timers)):
+            timer = PartitionTimer(partition, _index_reader(partition), send_wakeup)
+            self.timers[partition] = timer
+            timer.start()
+            log.info("timer started for partition %d", partition)
+
+    def stop_all(self) -> None:
+        for timer in self.timers.values():
+            timer.stop()
+        if self.timers:
+            log.info("timers stopped for partitions %s", sorted(self.timers))
+        self.timers.clear()
+
+    def pending(self) -> int:
+        return sum(len(timer) for timer in self.timers.values())
+
+
+registry = TimerRegistry()
+metrics.gauge("scheduler_timer_pending", registry.pending, "instants held in timer memory")
+metrics.gauge("scheduler_timer_partitions", lambda: len(registry.timers), "partitions timed here")
+
+
+def _index_reader(partition: int) -> Callable[[int, int], list[tuple[int, str]]]:
+    def read(low_us: int, high_us: int) -> list[tuple[int, str]]:
+        db: Any = timers.data._db_for_partition(partition)  # type: ignore[attr-defined]
+        it = db.iter()
+        it.seek(b"%017d" % max(low_us, 0))
+        found: list[tuple[int, str]] = []
+        last_due = -1
+        while it.valid():
+            key = it.key()
+            if not key[:1].isdigit():
+                break  # past our entries: Faust keeps its own offset key in this DB
+            due_us, schedule_id = parse_index_key(key)
+            if due_us > high_us:
+                break
+            if len(found) >= REFILL_LIMIT and due_us != last_due:
+                break
+            found.append((due_us, schedule_id))
+            last_due = due_us
+            it.next()
+        return found
+
+    return read
+
+
+async def send_wakeup(schedule_id: str, due_us: int) -> None:
+    await keyed_commands_topic.send(
+        key=schedule_id.encode(), value={"kind": "wake", "due_us": due_us}
+    )
+
+
+def _owned_partitions() -> set[int]:
+    """Partitions whose timers should run here now: active, recovered, settled."""
+    if app.rebalancing or app.in_recovery:
+        return set()
+    recovery = app.tables.recovery  # type: ignore[attr-defined]
+    if not recovery.completed.is_set():
+        return set()
+    source = keyed_commands_topic.get_topic_name()
+    return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == source}
+
+
+@app.on_partitions_revoked.connect  # type: ignore[arg-type]
+async def _on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+    registry.stop_all()
+
+
+@app.task  # type: ignore[untyped-decorator]
+async def supervise_timers() -> None:
+    """Keep one timer per owned partition, checking a few times a second."""
+    while True:
+        registry.reconcile(_owned_partitions())
+        await asyncio.sleep(0.1)
