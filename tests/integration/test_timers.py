@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from itertools import pairwise
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -111,7 +112,7 @@ async def test_delay_recur_fires_every_second_with_distinct_ids(worker: Worker) 
             if r["value"]["schedule_id"] == sid_of("recur-1s")
         ][:5]
     instants = [instant(f["scheduled_for"]) for f in got]
-    assert [round(b - a, 3) for a, b in zip(instants, instants[1:])] == [1.0] * 4
+    assert [round(b - a, 3) for a, b in pairwise(instants)] == [1.0] * 4
     assert len({f["firing_id"] for f in got}) == 5
     assert max(late) < 0.25
 
@@ -126,7 +127,7 @@ async def test_six_field_cron_fires_on_its_seconds(worker: Worker) -> None:
         at = parse_utc(f["scheduled_for"])
         assert at.second % 3 == 0 and at.microsecond == 0, f["scheduled_for"]
     stamps = [instant(f["scheduled_for"]) for f in got]
-    assert [b - a for a, b in zip(stamps, stamps[1:])] == [3.0, 3.0]
+    assert [b - a for a, b in pairwise(stamps)] == [3.0, 3.0]
 
 
 async def test_pause_stops_and_resume_continues_without_a_burst(worker: Worker) -> None:
@@ -253,4 +254,4 @@ async def test_empty_data_dir_rebuilds_timers_from_the_changelog(
     recur = firings_of(firings, "survivor-r")
     stamps = sorted({instant(f["scheduled_for"]) for f in recur})
     # Every 2 s instant since acceptance is there: none was lost across the restart.
-    assert [round(b - a, 3) for a, b in zip(stamps, stamps[1:])] == [2.0] * (len(stamps) - 1)
+    assert [round(b - a, 3) for a, b in pairwise(stamps)] == [2.0] * (len(stamps) - 1)
