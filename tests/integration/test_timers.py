@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from itertools import pairwise
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
