@@ -274,6 +274,35 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_history(args: argparse.Namespace) -> int:
+    response = _http(
+        "GET",
+        f"{_web_url(args)}/schedules/{args.schedule_id}/history",
+        params={"limit": str(args.limit)},
+    )
+    if response.status_code >= 400:
+        print(f"scheduler: {response.text}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    events = response.json()["events"]
+    if args.json:
+        print(json.dumps(events, indent=2, ensure_ascii=False))
+        return 0
+    if not events:
+        print(
+            f"scheduler: no history for {args.schedule_id} (is task.history_check on?)",
+            file=sys.stderr,
+        )
+        return EXIT_NOT_FOUND
+    for item in events:
+        details = "  ".join(
+            f"{name}={value}"
+            for name, value in item.items()
+            if name not in ("event", "schedule_id", "at")
+        )
+        print(f"{item['at']}  {item['event']:10}  {details}")
+    return 0
+
+
 def cmd_preview(args: argparse.Namespace) -> int:
     from scheduler.models import parse_command
     from scheduler.preview import preview
@@ -337,10 +366,14 @@ def _parser() -> argparse.ArgumentParser:
     for name, handler, help in (
         ("get", cmd_get, "show one schedule: spec, status and next fire instant"),
         ("list", cmd_list, "list schedules, filtered on client fields"),
+        ("history", cmd_history, "show a schedule's recent history, newest first"),
     ):
         p = add(name, handler, help)
         if name == "get":
             p.add_argument("schedule_id")
+        elif name == "history":
+            p.add_argument("schedule_id")
+            p.add_argument("--limit", type=int, default=50)
         else:
             for field in ("operation", "application", "group", "key", "type", "status", "name"):
                 p.add_argument(f"--{field}", help=f"only schedules with this {field}")

@@ -17,6 +17,7 @@ Every instant that is not fired is counted as missed, so a lookup shows it.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -31,6 +32,7 @@ class MisfirePolicy(StrEnum):
 
 #: How many due instants are stepped through one by one before jumping ahead.
 SCAN_LIMIT = 10_000
+_TICK = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,46 +63,72 @@ def plan(
     it has no more). ``remaining`` is how many firings the schedule may still
     make (its ``max_fires`` budget), None for no limit.
     """
-    on_time: list[datetime] = []
-    late: list[datetime] = []
+    expired_before = now - grace
+    late_before = now - threshold
     missed = 0
     last_missed: datetime | None = None
     instant: datetime | None = first
+
+    # Expired instants: counted, never fired. Far behind, jump instead of stepping.
     scanned = 0
-    while instant is not None and instant <= now:
-        lateness = now - instant
-        if lateness > grace:
-            missed += 1
-            last_missed = instant
-        elif lateness > threshold:
-            late.append(instant)
-        else:
-            on_time.append(instant)
+    while instant is not None and instant < expired_before:
+        missed += 1
+        last_missed = instant
         scanned += 1
-        if scanned >= SCAN_LIMIT:
-            # Far behind (a per-second schedule stopped for hours): count the
-            # rest only roughly, by jumping straight past now.
-            instant = step(now)
+        instant = step(instant)
+        if scanned >= SCAN_LIMIT and instant is not None and instant < expired_before:
+            instant = step(expired_before - _TICK)  # the rest of them, counted once
             missed += 1
-            break
+
+    # Late instants (missed): only the newest ``cap`` can matter to any policy.
+    late: deque[datetime] = deque(maxlen=max(cap, 1))
+    late_total = 0
+    evicted: datetime | None = None
+    while instant is not None and instant < late_before:
+        if len(late) == late.maxlen:
+            evicted = late[0]
+        late.append(instant)
+        late_total += 1
+        instant = step(instant)
+        if late_total == SCAN_LIMIT and instant is not None and instant < late_before:
+            # A huge grace: estimate the period and jump to the newest stretch.
+            period = (late[-1] - late[0]) / max(len(late) - 1, 1)
+            target = late_before - period * (late.maxlen or 1) - _TICK
+            if target > late[-1]:
+                evicted = late[-1]
+                late.clear()
+                late_total += 1  # the jumped-over stretch, counted once
+                instant = step(target)
+
+    # On-time instants: at most ``threshold`` late; they always fire.
+    on_time: list[datetime] = []
+    while instant is not None and instant <= now:
+        on_time.append(instant)
         instant = step(instant)
     next_fire = instant
 
+    late_list = list(late)
+    missed += late_total - len(late_list)
+    if evicted is not None:
+        last_missed = evicted
+
     if policy is MisfirePolicy.FIRE_ALL:
-        chosen = late[-cap:] if cap else []
-        dropped = late[: len(late) - len(chosen)]
+        chosen = late_list[-cap:] if cap else []
+        dropped = late_list[: len(late_list) - len(chosen)]
     elif policy is MisfirePolicy.FIRE_ONCE:
-        chosen = late[-1:]
-        dropped = late[:-1]
+        chosen = late_list[-1:]
+        dropped = late_list[:-1]
     else:
-        chosen, dropped = [], late
+        chosen, dropped = [], late_list
     if dropped:
         missed += len(dropped)
         last_missed = max(dropped[-1], last_missed) if last_missed else dropped[-1]
     fire = chosen + on_time
     if remaining is not None and len(fire) > remaining:
-        missed += len(fire) - remaining
-        fire = fire[:remaining] if remaining > 0 else []
+        cut = fire[remaining:]
+        missed += len(cut)
+        last_missed = max(cut[-1], last_missed) if last_missed else cut[-1]
+        fire = fire[:remaining]
         next_fire = None
     elif remaining is not None and len(fire) == remaining:
         next_fire = None

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     standby_replicas: int = Field(default=1, ge=0)
     """Warm copies of each table partition on other workers, for fast failover."""
 
+    max_in_flight: int = Field(default=256, ge=1, le=10_000)
+    """Deliveries running at once per worker (all targets together)."""
+
     log_level: str = "info"
 
     @property

@@ -132,6 +132,12 @@ def apply(
     sid = command.schedule_id
     if command.action is Action.UPSERT:
         upcoming = first_fire(command, accepted_at)
+        done = _last_handled(current)
+        if upcoming is not None and done is not None and upcoming <= done:
+            # Never go back to an instant already handled (an upsert accepted just
+            # before a wake-up it raced with, or a replayed command): move past it.
+            assert command.type is not None
+            upcoming = None if command.type.one_shot else next_instant(command, accepted_at, done)
         fired = current.fire_count if current else 0
         if current is not None and current.paused:
             status = Status.PAUSED
@@ -181,6 +187,13 @@ def apply(
     return current
 
 
+def _last_handled(record: ScheduleRecord | None) -> datetime | None:
+    if record is None:
+        return None
+    handled = [t for t in (record.last_wake, record.last_fired_at) if t is not None]
+    return max(handled) if handled else None
+
+
 @dataclass(frozen=True, slots=True)
 class Wake:
     """What a timer wake-up for one due instant does to a schedule."""
@@ -205,9 +218,9 @@ def wake(
     a replay after a crash, and the batch is sent again with the same ids,
     because the crash may have lost it.
     """
-    if record.last_wake == due and record.last_batch:
-        return Wake(record, record.last_batch, changed=False)
     if record.status is not Status.ACTIVE or record.next_fire_at != due:
+        if record.last_wake == due and record.last_batch:
+            return Wake(record, record.last_batch, changed=False)
         return Wake(record, (), changed=False)
     cmd = record.command
     budget = None if cmd.max_fires is None else max(cmd.max_fires - record.fire_count, 0)

@@ -35,6 +35,12 @@ keyed_commands_topic = _topic("schedule-commands-keyed", internal=True, value_se
 
 #: Due firings, keyed by schedule id, for the executors.
 firings_topic = _topic("firings")
+#: Failed firings waiting for their retry: a firing plus ``not_before`` and errors.
+retry_topic = _topic("firings-retry")
+#: Firings whose delivery failed for good, with every attempt's error.
+dead_topic = _topic("firings-dead")
+#: One event per state change or delivery outcome of schedules with history_check.
+history_topic = _topic("schedule-history")
 
 CONTRACT_TOPICS = (
     "schedule-commands",

@@ -19,6 +19,8 @@ from scheduler.app import app, settings
 from scheduler.errors import InvalidCommand, InvalidSchedule
 from scheduler.models import parse_command
 from scheduler.preview import preview
+from scheduler.streams.history import KEEP, recent
+from scheduler.tables import history as history_table
 from scheduler.tables import schedules
 from scheduler.timefmt import format_utc, parse_utc
 from scheduler.topics import commands_topic, keyed_commands_topic
@@ -173,3 +175,17 @@ class HealthView(web.View):
 class MetricsView(web.View):
     async def get(self, request: web.Request) -> web.Response:
         return self.text(metrics.render(), content_type="text/plain; version=0.0.4")
+
+
+@app.page("/schedules/{schedule_id}/history")
+class HistoryView(web.View):
+    """Recent events of a schedule with ``history_check``, newest first."""
+
+    @app.table_route(table=history_table, match_info="schedule_id")  # type: ignore[arg-type]
+    async def get(self, request: web.Request, schedule_id: str) -> web.Response:
+        try:
+            limit = min(int(request.query.get("limit", "100")), KEEP)
+        except ValueError:
+            return _error(self, 400, "bad_request", "limit must be an integer")
+        events = recent(history_table.get(schedule_id.encode()), limit)
+        return self.json({"schedule_id": schedule_id, "events": events})

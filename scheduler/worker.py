@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -12,6 +13,15 @@ from scheduler.errors import BrokerError
 from scheduler.settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: The modules whose import registers the worker's agents, tasks and views.
+PARTS = (
+    "scheduler.streams.commands",
+    "scheduler.streams.timers",
+    "scheduler.streams.delivery",
+    "scheduler.streams.history",
+    "scheduler.web",
+)
 
 
 async def ensure_topics(settings: Settings, timeout: float = 60.0) -> None:
@@ -59,8 +69,8 @@ def run(settings: Settings) -> None:
 
     import faust
 
-    import scheduler.streams.commands
-    import scheduler.web  # noqa: F401  (registers the views)
+    for name in PARTS:
+        importlib.import_module(name)
     from scheduler.app import app
 
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)

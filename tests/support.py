@@ -257,3 +257,59 @@ def instant(text: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+class HttpTarget:
+    """A local aiohttp server standing in for a REST target.
+
+    ``/ok/<name>`` answers 200; ``/fail/<name>?times=N&status=S`` answers S
+    (default 503) to the first N requests of that name, then 200;
+    ``/status/<name>?status=S`` always answers S; ``/hang/<name>?seconds=T``
+    sleeps T seconds first. Every request is recorded with its arrival time.
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.port = free_port()
+        self._runner: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        from aiohttp import web
+
+        async def handle(request: web.Request) -> web.Response:
+            kind, name = request.match_info["kind"], request.match_info["name"]
+            body = await request.read()
+            seen = sum(1 for r in self.requests if r["name"] == name)
+            self.requests.append(
+                {
+                    "name": name,
+                    "arrived": time.time(),
+                    "headers": dict(request.headers),
+                    "body": json.loads(body) if body else None,
+                }
+            )
+            status = 200
+            if kind == "fail" and seen < int(request.query.get("times", "1")):
+                status = int(request.query.get("status", "503"))
+            elif kind == "status":
+                status = int(request.query["status"])
+            elif kind == "hang":
+                await asyncio.sleep(float(request.query.get("seconds", "30")))
+            return web.json_response({"seen": seen + 1}, status=status)
+
+        app = web.Application()
+        app.router.add_post("/{kind}/{name}", handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def of(self, name: str) -> list[dict[str, Any]]:
+        return [r for r in self.requests if r["name"] == name]

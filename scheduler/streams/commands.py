@@ -27,6 +27,7 @@ from scheduler import clock, ids, metrics, state
 from scheduler.app import app, settings
 from scheduler.errors import InvalidCommand
 from scheduler.models import Action, Command, parse_command
+from scheduler.streams import history
 from scheduler.streams.timers import index_key, registry
 from scheduler.tables import schedules, timers
 from scheduler.timefmt import format_utc, parse_utc
@@ -111,15 +112,27 @@ def _store(
         schedules[key] = after.to_json()
     old = before.timed if before else None
     new = after.timed if after else None
-    if old == new:
+    if old is not None and old != new:
+        timers.pop(index_key(clock.to_us(old), key.decode()), None)
+    if after is not None:
+        _index(key, partition, after)
+
+
+def _index(key: bytes, partition: int, record: state.ScheduleRecord) -> None:
+    """Put the record's due-index entry, even if it should already be there.
+
+    The two tables' changelogs are flushed separately, so a kill -9 can keep
+    one write and lose the other; the event is then processed again, and this
+    rewrite is what repairs a lost index entry (without it, the schedule would
+    wait forever for an instant no timer knows about).
+    """
+    due = record.timed
+    if due is None:
         return
+    due_us = clock.to_us(due)
     sid = key.decode()
-    if old is not None:
-        timers.pop(index_key(clock.to_us(old), sid), None)
-    if new is not None:
-        due_us = clock.to_us(new)
-        timers[index_key(due_us, sid)] = b"1"
-        registry.offer(partition, due_us, sid)
+    timers[index_key(due_us, sid)] = b"1"
+    registry.offer(partition, due_us, sid)
 
 
 async def _apply(key: bytes, envelope: dict[str, Any], partition: int) -> None:
@@ -133,10 +146,42 @@ async def _apply(key: bytes, envelope: dict[str, Any], partition: int) -> None:
         return
     _store(key, partition, current, updated)
     _applied.inc()
+    await _command_history(command, current, updated)
     if command.action is Action.TRIGGER and updated is not None:
         # Its own id: a trigger is not one of the schedule's nominal instants.
         await _emit(updated, accepted_at, ids.trigger_firing_id(updated.schedule_id, accepted_at))
     log.debug("applied %s to %s", command.action.value, command.schedule_id)
+
+
+_EVENT_OF_ACTION = {
+    Action.DELETE: "deleted",
+    Action.PAUSE: "paused",
+    Action.RESUME: "resumed",
+    Action.TRIGGER: "triggered",
+}
+
+
+async def _command_history(
+    command: Command, before: state.ScheduleRecord | None, after: state.ScheduleRecord | None
+) -> None:
+    shown = after or before
+    if shown is None or not _keeps_history(shown):
+        return
+    if command.action is Action.UPSERT:
+        event = "registered" if before is None else "updated"
+    else:
+        event = _EVENT_OF_ACTION[command.action]
+    await history.record(
+        shown.schedule_id,
+        event,
+        status=after.status.value if after else None,
+        next_fire_at=format_utc(after.next_fire_at) if after and after.next_fire_at else None,
+    )
+
+
+def _keeps_history(record: state.ScheduleRecord) -> bool:
+    task = record.command.task
+    return task is not None and task.history_check
 
 
 async def _wake(key: bytes, due_us: int, partition: int) -> None:
@@ -148,9 +193,22 @@ async def _wake(key: bytes, due_us: int, partition: int) -> None:
     outcome = state.wake(current, due, clock.now())
     if outcome.changed:
         _store(key, partition, current, outcome.record)
-        _missed.inc(outcome.record.missed_count - current.missed_count)
-    elif not outcome.fire:
-        _stale.inc()
+        missed = outcome.record.missed_count - current.missed_count
+        _missed.inc(missed)
+        if missed and _keeps_history(current):
+            await history.record(
+                current.schedule_id,
+                "missed",
+                count=missed,
+                last_missed_at=format_utc(outcome.record.last_missed_at)
+                if outcome.record.last_missed_at
+                else None,
+            )
+    else:
+        # A replay after a crash, or a wake-up the schedule no longer waits for.
+        _index(key, partition, current)
+        if not outcome.fire:
+            _stale.inc()
     for instant in outcome.fire:
         await _emit(outcome.record, instant, ids.firing_id(current.schedule_id, instant))
 
@@ -161,4 +219,11 @@ async def _emit(record: state.ScheduleRecord, scheduled_for: datetime, firing_id
         key=record.schedule_id.encode(), value=json.dumps(firing, ensure_ascii=False).encode()
     )
     _fired.inc()
+    if _keeps_history(record):
+        await history.record(
+            record.schedule_id,
+            "fired",
+            firing_id=firing_id,
+            scheduled_for=firing["scheduled_for"],
+        )
     log.debug("fired %s for %s", firing_id, scheduled_for)

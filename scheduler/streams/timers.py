@@ -65,6 +65,7 @@ class PartitionTimer:
         self._send = send
         self._now_us = now_us
         self._heap: list[tuple[int, str]] = []
+        self._queued: set[tuple[int, str]] = set()
         self.horizon_us = -1
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -76,8 +77,12 @@ class PartitionTimer:
         """A schedule's new instant, from the agent that just stored it."""
         if due_us > self.horizon_us:
             return  # the refill that reaches it will read it from the table
+        entry = (due_us, schedule_id)
+        if entry in self._queued:
+            return  # already waiting: a second copy would wake the schedule twice
         earliest = self._heap[0][0] if self._heap else None
-        heapq.heappush(self._heap, (due_us, schedule_id))
+        self._queued.add(entry)
+        heapq.heappush(self._heap, entry)
         if earliest is None or due_us < earliest:
             self._wakeup.set()
 
@@ -91,7 +96,9 @@ class PartitionTimer:
         target = now_us + WINDOW_US
         entries = self._read_index(self.horizon_us + 1, target)
         for entry in entries:
-            heapq.heappush(self._heap, entry)
+            if entry not in self._queued:
+                self._queued.add(entry)
+                heapq.heappush(self._heap, entry)
         if len(entries) >= REFILL_LIMIT:
             target = entries[-1][0]
         self.horizon_us = target
@@ -104,6 +111,8 @@ class PartitionTimer:
             self._task.cancel()
             self._task = None
         self._heap.clear()
+        self._queued.clear()
+        self.horizon_us = -1
 
     async def _run(self) -> None:
         while True:
@@ -115,6 +124,7 @@ class PartitionTimer:
                 # A timer must not die quietly: log, pause, rebuild from the table.
                 log.exception("timer of partition %d failed; restarting it", self.partition)
                 self._heap.clear()
+                self._queued.clear()
                 self.horizon_us = -1
                 await asyncio.sleep(1.0)
 
@@ -126,7 +136,9 @@ class PartitionTimer:
                 self.refill(now)
             due: list[tuple[int, str]] = []
             while self._heap and self._heap[0][0] <= now:
-                due.append(heapq.heappop(self._heap))
+                entry = heapq.heappop(self._heap)
+                self._queued.discard(entry)
+                due.append(entry)
             for due_us, schedule_id in due:
                 await self._send(schedule_id, due_us)
             fired.inc(len(due))

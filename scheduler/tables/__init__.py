@@ -23,3 +23,12 @@ timers = app.Table(
     value_type=bytes,
     partitions=settings.partitions,
 )
+
+#: Recent history events per schedule id (JSON list, newest last), kept by the
+#: agent that reads ``schedule-history``.
+history = app.Table(
+    "history",
+    key_type=bytes,
+    value_type=bytes,
+    partitions=settings.partitions,
+)

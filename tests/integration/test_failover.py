@@ -27,8 +27,13 @@ PARTITIONS = 6
 
 def command(n: int) -> dict[str, Any]:
     return {
-        "client": {"operation": "op", "application": "failover", "group": "g", "key": f"k{n}",
-                   "type": "scheduler"},
+        "client": {
+            "operation": "op",
+            "application": "failover",
+            "group": "g",
+            "key": f"k{n}",
+            "type": "scheduler",
+        },
         "type": "delay-recur",
         "schedule": 1,
         "misfire_policy": "fire_all",
@@ -63,8 +68,13 @@ async def test_three_workers_share_schedules_and_survive_a_kill_9(
 ) -> None:
     first = Worker(kafka.bootstrap, tmp_path / "w0", partitions=PARTITIONS)
     workers = [first] + [
-        Worker(kafka.bootstrap, tmp_path / f"w{n}", app_id=first.app_id, prefix=first.prefix,
-               partitions=PARTITIONS)
+        Worker(
+            kafka.bootstrap,
+            tmp_path / f"w{n}",
+            app_id=first.app_id,
+            prefix=first.prefix,
+            partitions=PARTITIONS,
+        )
         for n in (1, 2)
     ]
     try:
@@ -72,8 +82,11 @@ async def test_three_workers_share_schedules_and_survive_a_kill_9(
             w.start()
         await settled(workers)
         async with Collector(kafka.bootstrap, first.topic("firings")) as firings:
-            await produce(kafka.bootstrap, first.topic("schedule-commands"),
-                          [(None, json.dumps(command(n)).encode()) for n in range(SCHEDULES)])
+            await produce(
+                kafka.bootstrap,
+                first.topic("schedule-commands"),
+                [(None, json.dumps(command(n)).encode()) for n in range(SCHEDULES)],
+            )
             await asyncio.sleep(6)
             victim = workers[1]
             killed_at = time.time()
@@ -82,9 +95,11 @@ async def test_three_workers_share_schedules_and_survive_a_kill_9(
             await settled(survivors)
             await asyncio.sleep(6)
             cutoff = time.time() - 3
-            listing = httpx.get(f"{survivors[0].url}/schedules",
-                                params={"application": "failover", "limit": "1000"},
-                                timeout=30).json()["schedules"]
+            listing = httpx.get(
+                f"{survivors[0].url}/schedules",
+                params={"application": "failover", "limit": "1000"},
+                timeout=30,
+            ).json()["schedules"]
             await asyncio.sleep(1)
             records = [r["value"] for r in firings.records]
     finally:

@@ -1,0 +1,166 @@
+"""Deliver one firing to its target: REST over aiohttp, Kafka over aiokafka, Redis.
+
+Connections are pooled and reused: one aiohttp session for every REST
+target, one producer per Kafka cluster, one client per Redis URL. aiohttp
+rather than httpx on this path: measured on this machine aiohttp's client
+sent ~3,300 POST/s per core against httpx's ~375 (see ``bench/``), and
+Faust already ships it. Every attempt is bounded by the task's ``timeout``;
+a hang past it is a retryable failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import aiohttp
+from aiokafka import AIOKafkaProducer
+from aiokafka import errors as kafka_errors
+from redis import asyncio as aioredis
+from redis import exceptions as redis_errors
+
+from scheduler.delivery import Outcome, Result, classify_http, delivery_headers, redis_envelope
+from scheduler.models import RedisMode
+
+log = logging.getLogger(__name__)
+
+#: Kafka errors that say "not now" (the cluster is moving or busy).
+_KAFKA_RETRYABLE = (
+    kafka_errors.KafkaConnectionError,
+    kafka_errors.KafkaTimeoutError,
+    kafka_errors.NodeNotReadyError,
+    kafka_errors.NotLeaderForPartitionError,
+    kafka_errors.LeaderNotAvailableError,
+    kafka_errors.RequestTimedOutError,
+    kafka_errors.NotEnoughReplicasError,
+    kafka_errors.UnknownTopicOrPartitionError,
+)
+
+
+class Executors:
+    """The pooled clients of one worker, and ``deliver`` for any task type."""
+
+    def __init__(self, *, max_connections: int = 256) -> None:
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+        self._producers: dict[str, AIOKafkaProducer] = {}
+        self._producer_lock = asyncio.Lock()
+        self._redis: dict[str, aioredis.Redis] = {}
+
+    async def deliver(self, firing: dict[str, Any]) -> Result:
+        task = firing["task"]
+        kind = task["type"]
+        try:
+            if kind == "rest":
+                return await self._rest(firing, task)
+            if kind == "kafka":
+                return await asyncio.wait_for(self._kafka(firing, task), task["timeout"])
+            if kind == "redis":
+                return await asyncio.wait_for(self._redis_send(firing, task), task["timeout"])
+        except TimeoutError:
+            return Result(Outcome.RETRYABLE, f"timed out after {task['timeout']:g}s")
+        return Result(Outcome.PERMANENT, f"unknown task type {kind!r}")
+
+    # -- REST ----------------------------------------------------------------
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections, limit_per_host=self._max_connections, ttl_dns_cache=300
+            )
+            self._session = aiohttp.ClientSession(connector=connector)
+        return self._session
+
+    async def _rest(self, firing: dict[str, Any], task: dict[str, Any]) -> Result:
+        conn = task["connection"]
+        headers = {"Content-Type": "application/json", **(conn.get("headers") or {})}
+        headers.update(delivery_headers(firing))
+        body = json.dumps(task.get("data"), ensure_ascii=False).encode("utf-8")
+        timeout = aiohttp.ClientTimeout(total=task["timeout"])
+        try:
+            async with self._http().post(
+                conn["host"], data=body, headers=headers, timeout=timeout
+            ) as response:
+                await response.read()
+                outcome = classify_http(response.status)
+                if outcome is Outcome.SUCCESS:
+                    return Result(outcome)
+                return Result(outcome, f"HTTP {response.status} {response.reason or ''}".strip())
+        except TimeoutError:
+            return Result(Outcome.RETRYABLE, f"timed out after {task['timeout']:g}s")
+        except aiohttp.InvalidURL as exc:
+            return Result(Outcome.PERMANENT, f"invalid URL: {exc}")
+        except (aiohttp.ClientError, OSError) as exc:
+            return Result(Outcome.RETRYABLE, f"{type(exc).__name__}: {exc}")
+
+    # -- Kafka ---------------------------------------------------------------
+
+    async def _producer(self, bootstrap: str) -> AIOKafkaProducer:
+        producer = self._producers.get(bootstrap)
+        if producer is not None:
+            return producer
+        async with self._producer_lock:
+            producer = self._producers.get(bootstrap)
+            if producer is None:
+                servers = bootstrap.split("://", 1)[-1].replace(";", ",")
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=servers, acks="all", enable_idempotence=True, linger_ms=2
+                )
+                await producer.start()
+                self._producers[bootstrap] = producer
+        return producer
+
+    async def _kafka(self, firing: dict[str, Any], task: dict[str, Any]) -> Result:
+        conn = task["connection"]
+        key = (conn.get("key") or firing["schedule_id"]).encode("utf-8")
+        value = json.dumps(task.get("data"), ensure_ascii=False).encode("utf-8")
+        headers = [(name, text.encode("utf-8")) for name, text in delivery_headers(firing).items()]
+        try:
+            producer = await self._producer(conn["host"])
+            await producer.send_and_wait(conn["topic"], value=value, key=key, headers=headers)
+        except _KAFKA_RETRYABLE as exc:
+            return Result(Outcome.RETRYABLE, f"{type(exc).__name__}: {exc}")
+        except kafka_errors.KafkaError as exc:
+            retryable = getattr(exc, "retriable", False)
+            outcome = Outcome.RETRYABLE if retryable else Outcome.PERMANENT
+            return Result(outcome, f"{type(exc).__name__}: {exc}")
+        return Result(Outcome.SUCCESS)
+
+    # -- Redis ---------------------------------------------------------------
+
+    def _redis_client(self, url: str) -> aioredis.Redis:
+        client = self._redis.get(url)
+        if client is None:
+            client = aioredis.Redis.from_url(url, max_connections=self._max_connections)
+            self._redis[url] = client
+        return client
+
+    async def _redis_send(self, firing: dict[str, Any], task: dict[str, Any]) -> Result:
+        conn = task["connection"]
+        envelope = redis_envelope(firing)
+        text = json.dumps(envelope, ensure_ascii=False)
+        mode = RedisMode(conn.get("mode") or RedisMode.PUBLISH)
+        client = self._redis_client(conn["host"])
+        try:
+            if mode is RedisMode.PUBLISH:
+                await client.publish(conn["topic"], text)
+            elif mode is RedisMode.LIST:
+                await client.rpush(conn["topic"], text)
+            else:
+                fields = {k: json.dumps(v) if k == "data" else str(v) for k, v in envelope.items()}
+                await client.xadd(conn["topic"], fields)  # type: ignore[arg-type]
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+            return Result(Outcome.RETRYABLE, f"{type(exc).__name__}: {exc}")
+        except redis_errors.RedisError as exc:
+            return Result(Outcome.PERMANENT, f"{type(exc).__name__}: {exc}")
+        return Result(Outcome.SUCCESS)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        for producer in self._producers.values():
+            await producer.stop()
+        for client in self._redis.values():
+            await client.aclose()
