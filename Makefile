@@ -18,8 +18,8 @@ dev: $(STAMP)
 	$(BIN)/scheduler dev
 
 lint: $(STAMP)
-	$(BIN)/ruff check scheduler tests
-	$(BIN)/ruff format --check scheduler tests
+	$(BIN)/ruff check scheduler tests bench
+	$(BIN)/ruff format --check scheduler tests bench
 	$(BIN)/mypy scheduler
 
 test: $(STAMP) lint
