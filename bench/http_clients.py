@@ -98,10 +98,8 @@ def main() -> None:
             asyncio.run(run(url, 200, args.concurrency))  # warm up
             seconds = asyncio.run(run(url, args.requests, args.concurrency))
             rows.append((name, args.requests, seconds, args.requests / seconds))
-            print(
             rate = args.requests / seconds
             print(f"{name:8} {args.requests} POSTs in {seconds:.2f}s: {rate:,.0f}/s")
-            )
     finally:
         server.terminate()
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
