@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(default=256, ge=1, le=10_000)
     """Deliveries running at once per worker (all targets together)."""
 
+    producer_batch_bytes: int = Field(default=1_000_000, ge=16_384)
+    """Kafka producer batch size per partition (bytes)."""
+
+    producer_linger_ms: float = Field(default=2.0, ge=0)
+    """How long the producer waits to fill a batch; adds at most this to latency."""
+
     log_level: str = "info"
 
     @property

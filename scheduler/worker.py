@@ -73,5 +73,12 @@ def run(settings: Settings) -> None:
         importlib.import_module(name)
     from scheduler.app import app
 
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    class Worker(faust.Worker):
+        def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+            # Faust's terminal spinner lowers the root logger to DEBUG so that it
+            # spins on every record. Headless, that built a log record for every
+            # debug line on the hot path: 11% of a burst's CPU in a profile.
+            self.spinner = None
+
+    worker = Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()
