@@ -233,10 +233,7 @@ def _print_schedule(item: dict[str, Any]) -> None:
     rows = [
         ("schedule_id", item["schedule_id"]),
         ("name", item.get("name") or ""),
-        (
-            "client",
-            "/".join(client[k] for k in ("operation", "application", "group", "key", "type")),
-        ),
+        ("client", _client_label(client)),
         ("type", f"{item['type']} {item.get('schedule') or ''}".strip()),
         ("timezone", item["timezone"]),
         ("task", f"{item['task']['type']} -> {item['task']['connection']['host']}"),
@@ -250,23 +247,37 @@ def _print_schedule(item: dict[str, Any]) -> None:
         print(f"{name:16} {value}")
 
 
+def _client_label(client: dict[str, str]) -> str:
+    return "/".join(client[k] for k in ("operation", "application", "group", "key", "type"))
+
+
+def _get_items(args: argparse.Namespace, path: str, field: str, **params: str) -> Any:
+    """GET a list from the web view; print it as JSON with ``--json``.
+
+    Returns the list, or an exit code when the request failed or ``--json``
+    already printed it.
+    """
+    response = _http("GET", f"{_web_url(args)}{path}", params=params)
+    if response.status_code >= 400:
+        print(f"scheduler: {response.text}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    items = response.json()[field]
+    if args.json:
+        print(json.dumps(items, indent=2, ensure_ascii=False))
+        return 0
+    return items
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from scheduler.state import FILTERS
 
     params = {name: getattr(args, name) for name in FILTERS if getattr(args, name, None)}
-    params["limit"] = str(args.limit)
-    response = _http("GET", f"{_web_url(args)}/schedules", params=params)
-    if response.status_code >= 400:
-        print(f"scheduler: {response.text}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    items = response.json()["schedules"]
-    if args.json:
-        print(json.dumps(items, indent=2, ensure_ascii=False))
-        return 0
+    items = _get_items(args, "/schedules", "schedules", limit=str(args.limit), **params)
+    if isinstance(items, int):
+        return items
     print(f"{'SCHEDULE ID':36}  {'STATUS':9}  {'TYPE':11}  {'NEXT FIRE (UTC)':24}  CLIENT")
     for item in items:
-        client = item["client"]
-        label = "/".join(client[k] for k in ("operation", "application", "group", "key", "type"))
+        label = _client_label(item["client"])
         print(
             f"{item['schedule_id']:36}  {item['status']:9}  {item['type'] or '-':11}  "
             f"{item.get('next_fire_at') or '-':24}  {label}"
@@ -275,18 +286,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    response = _http(
-        "GET",
-        f"{_web_url(args)}/schedules/{args.schedule_id}/history",
-        params={"limit": str(args.limit)},
-    )
-    if response.status_code >= 400:
-        print(f"scheduler: {response.text}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    events = response.json()["events"]
-    if args.json:
-        print(json.dumps(events, indent=2, ensure_ascii=False))
-        return 0
+    path = f"/schedules/{args.schedule_id}/history"
+    events = _get_items(args, path, "events", limit=str(args.limit))
+    if isinstance(events, int):
+        return events
     if not events:
         print(
             f"scheduler: no history for {args.schedule_id} (is task.history_check on?)",
