@@ -26,6 +26,21 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
         broker.stop()
 
 
+@pytest.fixture(scope="module")
+def worker(
+    kafka: LocalBroker, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Worker]:
+    """One started worker for the whole test module, with its own group and topics.
+
+    Its data dir and log go under a temp dir named after the module.
+    """
+    module = request.module.__name__.rpartition(".")[2]
+    started = Worker(kafka.bootstrap, tmp_path_factory.mktemp(module) / "data")
+    started.start()
+    yield started
+    started.stop()
+
+
 @pytest.fixture
 def make_worker(kafka: LocalBroker, tmp_path: Path) -> Iterator[type[Worker] | object]:
     """Start workers on the session broker; every one is stopped after the test."""

@@ -12,11 +12,14 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from scheduler.ids import schedule_id
 
 SCHEDULER = str(Path(sys.executable).parent / "scheduler")
 
@@ -51,6 +54,22 @@ class Worker:
         self.extra_env = extra_env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}-{self.web_port}.log"
+
+    def sibling(self, data_dir: Path, *, same_port: bool = False, **overrides: Any) -> Worker:
+        """A new worker in this one's group, on its topics and partition count.
+
+        ``same_port`` gives it this worker's web port too (for one that takes
+        over after this one stopped); ``overrides`` go to the constructor.
+        """
+        settings: dict[str, Any] = {
+            "app_id": self.app_id,
+            "prefix": self.prefix,
+            "partitions": self.partitions,
+        }
+        if same_port:
+            settings["web_port"] = self.web_port
+        settings.update(overrides)
+        return Worker(self.bootstrap, data_dir, **settings)
 
     @property
     def url(self) -> str:
@@ -132,6 +151,40 @@ async def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, 
             await producer.send_and_wait(topic, value=value, key=key)
     finally:
         await producer.stop()
+
+
+@dataclass(frozen=True)
+class Clients:
+    """The client fields a test module's schedules share; only the key tells them apart."""
+
+    operation: str
+    application: str
+    group: str
+    type: str = "scheduler"
+
+    def client(self, key: str) -> dict[str, str]:
+        """The five client fields of a command, as a fresh dict."""
+        return {
+            "operation": self.operation,
+            "application": self.application,
+            "group": self.group,
+            "key": key,
+            "type": self.type,
+        }
+
+    def sid(self, key: str) -> str:
+        """The schedule id the scheduler derives from ``client(key)``."""
+        return schedule_id(self.operation, self.application, self.group, key, self.type)
+
+
+async def send_commands(
+    worker: Worker, *bodies: dict[str, Any] | bytes, key: bytes | None = None
+) -> None:
+    """Produce ``bodies`` to the worker's command topic: dicts as JSON, bytes as they are."""
+    records = [
+        (key, body if isinstance(body, bytes) else json.dumps(body).encode()) for body in bodies
+    ]
+    await produce(worker.bootstrap, worker.topic("schedule-commands"), records)
 
 
 async def read_topic(

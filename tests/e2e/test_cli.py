@@ -7,29 +7,23 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from scheduler.broker import LocalBroker
-from tests.support import SCHEDULER, Worker, free_port, read_topic
+from tests.support import SCHEDULER, Clients, Worker, free_port, read_topic, send_commands
 
 pytestmark = pytest.mark.e2e
+
+CLIENTS = Clients(operation="op", application="cli", group="e2e")
 
 
 def command(key: str, **changes: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "name": f"cli-{key}",
-        "client": {
-            "operation": "op",
-            "application": "cli",
-            "group": "e2e",
-            "key": key,
-            "type": "scheduler",
-        },
+        "client": CLIENTS.client(key),
         "type": "cron",
         "schedule": "0 9 * * 1-5",
         "timezone": "Asia/Seoul",
@@ -45,14 +39,6 @@ def run(
     return subprocess.run(
         [SCHEDULER, *args], env=env, input=stdin, capture_output=True, text=True, timeout=120
     )
-
-
-@pytest.fixture(scope="module")
-def worker(kafka: LocalBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    w = Worker(kafka.bootstrap, tmp_path_factory.mktemp("cliworker") / "data")
-    w.start()
-    yield w
-    w.stop()
 
 
 def wait_for(env: dict[str, str], sid: str, timeout: float = 30) -> dict[str, Any]:
@@ -124,10 +110,8 @@ def test_bad_input_exits_non_zero_names_the_field_and_sends_nothing(worker: Work
 
 
 async def test_bad_input_sent_straight_to_the_topic_is_rejected(worker: Worker) -> None:
-    from tests.support import produce
-
     raw = json.dumps(command("raw-bad", type="cron", schedule="* * * * * * * *")).encode()
-    await produce(worker.bootstrap, worker.topic("schedule-commands"), [(None, raw)])
+    await send_commands(worker, raw)
     found = await read_topic(
         worker.bootstrap,
         worker.topic("schedule-commands-rejected"),

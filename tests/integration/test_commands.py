@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,20 +12,13 @@ import httpx
 import pytest
 from croniter import croniter
 
-from scheduler.broker import LocalBroker
-from tests.support import Worker, eventually, produce, read_topic
+from tests.support import Clients, Worker, eventually, read_topic, send_commands
 
 pytestmark = pytest.mark.integration
 
 
-def client(key: str) -> dict[str, str]:
-    return {
-        "operation": "op#1",
-        "application": "chef",
-        "group": "itest",
-        "key": key,
-        "type": "scheduler",
-    }
+CLIENTS = Clients(operation="op#1", application="chef", group="itest")
+client, sid_of = CLIENTS.client, CLIENTS.sid
 
 
 def upsert(key: str, **changes: Any) -> dict[str, Any]:
@@ -46,36 +38,13 @@ def upsert(key: str, **changes: Any) -> dict[str, Any]:
     return body
 
 
-@pytest.fixture(scope="module")
-def worker(kafka: LocalBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    w = Worker(kafka.bootstrap, tmp_path_factory.mktemp("cmdworker") / "data")
-    w.start()
-    yield w
-    w.stop()
-
-
 def get(worker: Worker, sid: str) -> httpx.Response:
     return httpx.get(f"{worker.url}/schedules/{sid}", timeout=10)
 
 
-async def send(worker: Worker, *bodies: Any, key: bytes | None = None) -> None:
-    records = []
-    for body in bodies:
-        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        records.append((key, raw))
-    await produce(worker.bootstrap, worker.topic("schedule-commands"), records)
-
-
-def sid_of(key: str) -> str:
-    from scheduler.ids import schedule_id
-
-    c = client(key)
-    return schedule_id(c["operation"], c["application"], c["group"], c["key"], c["type"])
-
-
 async def test_unkeyed_cron_command_is_stored_with_its_next_local_instant(worker: Worker) -> None:
     before = datetime.now(UTC)
-    await send(worker, upsert("cron-1"))
+    await send_commands(worker, upsert("cron-1"))
     response = await eventually(
         lambda: (r := get(worker, sid_of("cron-1"))).status_code == 200 and r
     )
@@ -96,7 +65,7 @@ async def test_unkeyed_cron_command_is_stored_with_its_next_local_instant(worker
 
 
 async def test_date_in_zone_and_with_offset(worker: Worker) -> None:
-    await send(
+    await send_commands(
         worker,
         upsert("date-1", type="date", schedule="2030-01-02T09:00:00"),
         upsert("date-2", type="date", schedule="2030-01-02T09:00:00+02:00"),
@@ -109,7 +78,7 @@ async def test_date_in_zone_and_with_offset(worker: Worker) -> None:
 
 
 async def test_delay_counts_from_the_record_timestamp(worker: Worker) -> None:
-    await send(worker, upsert("delay-1", type="delay", schedule=50))
+    await send_commands(worker, upsert("delay-1", type="delay", schedule=50))
     body = (
         await eventually(lambda: (r := get(worker, sid_of("delay-1"))).status_code == 200 and r)
     ).json()
@@ -119,9 +88,9 @@ async def test_delay_counts_from_the_record_timestamp(worker: Worker) -> None:
 
 
 async def test_same_client_tuple_updates_instead_of_adding(worker: Worker) -> None:
-    await send(worker, upsert("upd-1", schedule="0 9 * * *"))
+    await send_commands(worker, upsert("upd-1", schedule="0 9 * * *"))
     await eventually(lambda: get(worker, sid_of("upd-1")).status_code == 200)
-    await send(worker, upsert("upd-1", schedule="30 18 * * *", name="renamed"))
+    await send_commands(worker, upsert("upd-1", schedule="30 18 * * *", name="renamed"))
     body = (
         await eventually(
             lambda: (r := get(worker, sid_of("upd-1"))).json().get("name") == "renamed" and r
@@ -134,19 +103,19 @@ async def test_same_client_tuple_updates_instead_of_adding(worker: Worker) -> No
 
 
 async def test_pause_resume_delete(worker: Worker) -> None:
-    await send(worker, upsert("life-1", type="delay-recur", schedule=10))
+    await send_commands(worker, upsert("life-1", type="delay-recur", schedule=10))
     await eventually(lambda: get(worker, sid_of("life-1")).status_code == 200)
-    await send(worker, {"action": "pause", "client": client("life-1")})
+    await send_commands(worker, {"action": "pause", "client": client("life-1")})
     await eventually(lambda: get(worker, sid_of("life-1")).json()["status"] == "paused")
     assert get(worker, sid_of("life-1")).json()["paused"] is True
-    await send(worker, {"action": "resume", "client": client("life-1")})
+    await send_commands(worker, {"action": "resume", "client": client("life-1")})
     body = (
         await eventually(
             lambda: (r := get(worker, sid_of("life-1"))).json()["status"] == "active" and r
         )
     ).json()
     assert body["paused"] is False
-    await send(worker, {"action": "delete", "client": client("life-1")})
+    await send_commands(worker, {"action": "delete", "client": client("life-1")})
     response = await eventually(
         lambda: (r := get(worker, sid_of("life-1"))).status_code == 404 and r
     )
@@ -156,7 +125,7 @@ async def test_pause_resume_delete(worker: Worker) -> None:
 async def test_list_filters_on_client_fields(worker: Worker) -> None:
     other = upsert("list-2")
     other["client"]["application"] = "waiter"
-    await send(worker, upsert("list-1"), other)
+    await send_commands(worker, upsert("list-1"), other)
     await eventually(lambda: get(worker, sid_of("list-1")).status_code == 200)
     found = await eventually(
         lambda: httpx.get(f"{worker.url}/schedules", params={"application": "waiter"}).json()[
@@ -200,9 +169,9 @@ BAD_INPUTS: list[tuple[str, bytes, str]] = [
 async def test_bad_input_is_rejected_with_reason_and_original_and_worker_goes_on(
     worker: Worker,
 ) -> None:
-    await send(worker, *(raw for _, raw, _ in BAD_INPUTS))
-    await send(worker, {"action": "delete", "client": client("never-existed")})
-    await send(worker, upsert("after-bad"))
+    await send_commands(worker, *(raw for _, raw, _ in BAD_INPUTS))
+    await send_commands(worker, {"action": "delete", "client": client("never-existed")})
+    await send_commands(worker, upsert("after-bad"))
     rejected = await read_topic(
         worker.bootstrap,
         worker.topic("schedule-commands-rejected"),
@@ -257,19 +226,13 @@ async def test_health_and_metrics(worker: Worker) -> None:
 
 
 async def test_a_worker_with_an_empty_data_dir_rebuilds_from_the_changelog(
-    worker: Worker, kafka: LocalBroker, tmp_path: Path
+    worker: Worker, tmp_path: Path
 ) -> None:
-    await send(worker, upsert("keep-1", schedule="15 10 * * *"))
+    await send_commands(worker, upsert("keep-1", schedule="15 10 * * *"))
     await eventually(lambda: get(worker, sid_of("keep-1")).status_code == 200)
     before = get(worker, sid_of("keep-1")).json()
     worker.stop()
-    fresh = Worker(
-        kafka.bootstrap,
-        tmp_path / "fresh",
-        app_id=worker.app_id,
-        prefix=worker.prefix,
-        web_port=worker.web_port,
-    )
+    fresh = worker.sibling(tmp_path / "fresh", same_port=True)
     fresh.start()
     try:
         after = (

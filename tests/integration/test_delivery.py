@@ -6,7 +6,6 @@ import asyncio
 import json
 import signal
 import subprocess
-from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -17,25 +16,21 @@ from aiokafka import AIOKafkaConsumer
 from redis import asyncio as aioredis
 
 from scheduler.broker import LocalBroker
-from scheduler.ids import schedule_id
-from tests.support import SCHEDULER, Collector, HttpTarget, Worker, instant, produce
+from tests.support import (
+    SCHEDULER,
+    Clients,
+    Collector,
+    HttpTarget,
+    Worker,
+    instant,
+    send_commands,
+)
 
 pytestmark = pytest.mark.integration
 
 
-def client(key: str) -> dict[str, str]:
-    return {
-        "operation": "deliver",
-        "application": "exec",
-        "group": "itest",
-        "key": key,
-        "type": "scheduler",
-    }
-
-
-def sid_of(key: str) -> str:
-    c = client(key)
-    return schedule_id(c["operation"], c["application"], c["group"], c["key"], c["type"])
+CLIENTS = Clients(operation="deliver", application="exec", group="itest")
+client, sid_of = CLIENTS.client, CLIENTS.sid
 
 
 def rest(key: str, url: str, **task: Any) -> dict[str, Any]:
@@ -51,22 +46,6 @@ def rest(key: str, url: str, **task: Any) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="module")
-def worker(kafka: LocalBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    w = Worker(kafka.bootstrap, tmp_path_factory.mktemp("delivery") / "data")
-    w.start()
-    yield w
-    w.stop()
-
-
-async def send(worker: Worker, *bodies: dict[str, Any]) -> None:
-    await produce(
-        worker.bootstrap,
-        worker.topic("schedule-commands"),
-        [(None, json.dumps(b).encode()) for b in bodies],
-    )
-
-
 async def until(check: Any, timeout: float = 30) -> None:
     for _ in range(int(timeout / 0.1)):
         if check():
@@ -78,7 +57,7 @@ async def until(check: Any, timeout: float = 30) -> None:
 async def test_rest_target_failing_twice_gets_the_third_attempt(
     worker: Worker, http_target: HttpTarget
 ) -> None:
-    await send(
+    await send_commands(
         worker,
         rest(
             "flaky",
@@ -107,7 +86,7 @@ async def test_permanent_and_exhausted_failures_end_in_firings_dead(
     worker: Worker, http_target: HttpTarget
 ) -> None:
     async with Collector(worker.bootstrap, worker.topic("firings-dead")) as dead:
-        await send(
+        await send_commands(
             worker,
             rest(
                 "bad-request",
@@ -147,7 +126,7 @@ async def test_a_hanging_delivery_is_cut_off_and_counts_as_retryable(
     worker: Worker, http_target: HttpTarget
 ) -> None:
     async with Collector(worker.bootstrap, worker.topic("firings-dead")) as dead:
-        await send(
+        await send_commands(
             worker,
             rest(
                 "hangs",
@@ -185,7 +164,7 @@ async def test_redis_publish_stream_and_list_receive_the_envelope(
             },
         }
 
-    await send(
+    await send_commands(
         worker,
         redis_cmd("r-pub", "publish", "chan-jobs"),
         redis_cmd("r-stream", "stream", "stream-jobs"),
@@ -218,7 +197,7 @@ async def test_redis_publish_stream_and_list_receive_the_envelope(
 
 async def test_kafka_target_topic_receives_data_with_headers(worker: Worker) -> None:
     topic = worker.topic("target-orders")
-    await send(
+    await send_commands(
         worker,
         {
             "client": client("k-target"),
@@ -253,7 +232,7 @@ async def test_kafka_target_topic_receives_data_with_headers(worker: Worker) -> 
 async def test_history_shows_the_whole_life_in_order(
     worker: Worker, http_target: HttpTarget
 ) -> None:
-    await send(
+    await send_commands(
         worker,
         rest(
             "lived",
@@ -265,7 +244,7 @@ async def test_history_shows_the_whole_life_in_order(
     )
     await until(lambda: len(http_target.of("lived")) >= 2, timeout=30)
     await asyncio.sleep(1)
-    await send(worker, {"action": "delete", "client": client("lived")})
+    await send_commands(worker, {"action": "delete", "client": client("lived")})
 
     def events() -> list[str]:
         body = httpx.get(f"{worker.url}/schedules/{sid_of('lived')}/history").json()
@@ -299,7 +278,7 @@ async def test_a_pending_retry_survives_kill_9(
     first = Worker(kafka.bootstrap, tmp_path / "before")
     first.start()
     async with Collector(kafka.bootstrap, first.topic("firings-retry")) as retries:
-        await send(
+        await send_commands(
             first,
             rest(
                 "survives",
@@ -312,7 +291,7 @@ async def test_a_pending_retry_survives_kill_9(
         not_before = instant(retries.values(schedule_id=sid_of("survives"))[0]["not_before"])
     first.stop(sig=signal.SIGKILL)
     assert len(http_target.of("survives")) == 1
-    second = Worker(kafka.bootstrap, tmp_path / "after", app_id=first.app_id, prefix=first.prefix)
+    second = first.sibling(tmp_path / "after")
     second.start()
 
     def second_attempts() -> list[dict[str, Any]]:

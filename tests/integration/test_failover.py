@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import time
 from collections import defaultdict
@@ -17,23 +16,18 @@ import pytest
 from scheduler.broker import LocalBroker
 from scheduler.ids import firing_id
 from scheduler.timefmt import format_utc, parse_utc
-from tests.support import Collector, Worker, produce
+from tests.support import Clients, Collector, Worker, send_commands
 
 pytestmark = pytest.mark.integration
 
 SCHEDULES = 200
 PARTITIONS = 6
+CLIENTS = Clients(operation="op", application="failover", group="g")
 
 
 def command(n: int) -> dict[str, Any]:
     return {
-        "client": {
-            "operation": "op",
-            "application": "failover",
-            "group": "g",
-            "key": f"k{n}",
-            "type": "scheduler",
-        },
+        "client": CLIENTS.client(f"k{n}"),
         "type": "delay-recur",
         "schedule": 1,
         "misfire_policy": "fire_all",
@@ -67,26 +61,13 @@ async def test_three_workers_share_schedules_and_survive_a_kill_9(
     kafka: LocalBroker, tmp_path: Path
 ) -> None:
     first = Worker(kafka.bootstrap, tmp_path / "w0", partitions=PARTITIONS)
-    workers = [first] + [
-        Worker(
-            kafka.bootstrap,
-            tmp_path / f"w{n}",
-            app_id=first.app_id,
-            prefix=first.prefix,
-            partitions=PARTITIONS,
-        )
-        for n in (1, 2)
-    ]
+    workers = [first] + [first.sibling(tmp_path / f"w{n}") for n in (1, 2)]
     try:
         for w in workers:
             w.start()
         await settled(workers)
         async with Collector(kafka.bootstrap, first.topic("firings")) as firings:
-            await produce(
-                kafka.bootstrap,
-                first.topic("schedule-commands"),
-                [(None, json.dumps(command(n)).encode()) for n in range(SCHEDULES)],
-            )
+            await send_commands(first, *(command(n) for n in range(SCHEDULES)))
             await asyncio.sleep(6)
             victim = workers[1]
             killed_at = time.time()

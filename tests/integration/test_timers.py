@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -14,26 +12,15 @@ import httpx
 import pytest
 
 from scheduler.broker import LocalBroker
-from scheduler.ids import firing_id, schedule_id
+from scheduler.ids import firing_id
 from scheduler.timefmt import parse_utc
-from tests.support import Collector, Worker, eventually, instant, produce
+from tests.support import Clients, Collector, Worker, eventually, instant, send_commands
 
 pytestmark = pytest.mark.integration
 
 
-def client(key: str) -> dict[str, str]:
-    return {
-        "operation": "fire",
-        "application": "timers",
-        "group": "itest",
-        "key": key,
-        "type": "scheduler",
-    }
-
-
-def sid_of(key: str) -> str:
-    c = client(key)
-    return schedule_id(c["operation"], c["application"], c["group"], c["key"], c["type"])
+CLIENTS = Clients(operation="fire", application="timers", group="itest")
+client, sid_of = CLIENTS.client, CLIENTS.sid
 
 
 def upsert(key: str, kind: str, schedule: Any = None, **extra: Any) -> dict[str, Any]:
@@ -57,22 +44,6 @@ def action(name: str, key: str) -> dict[str, Any]:
     return {"action": name, "client": client(key)}
 
 
-@pytest.fixture(scope="module")
-def worker(kafka: LocalBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    w = Worker(kafka.bootstrap, tmp_path_factory.mktemp("timerworker") / "data")
-    w.start()
-    yield w
-    w.stop()
-
-
-async def send(worker: Worker, *bodies: dict[str, Any]) -> None:
-    await produce(
-        worker.bootstrap,
-        worker.topic("schedule-commands"),
-        [(None, json.dumps(b).encode()) for b in bodies],
-    )
-
-
 def lookup(worker: Worker, key: str) -> dict[str, Any]:
     response = httpx.get(f"{worker.url}/schedules/{sid_of(key)}", timeout=10)
     return dict(response.json()) if response.status_code == 200 else {}
@@ -84,7 +55,7 @@ def firings_of(collector: Collector, key: str) -> list[dict[str, Any]]:
 
 async def test_a_two_second_delay_fires_once_within_100ms(worker: Worker) -> None:
     async with Collector(worker.bootstrap, worker.topic("firings")) as firings:
-        await send(worker, upsert("delay-2s", "delay", 2))
+        await send_commands(worker, upsert("delay-2s", "delay", 2))
         await firings.wait(lambda _: len(firings_of(firings, "delay-2s")) >= 1, timeout=15)
         await asyncio.sleep(1.5)  # a second firing would show up here
         got = [r for r in firings.records if r["value"]["schedule_id"] == sid_of("delay-2s")]
@@ -102,9 +73,9 @@ async def test_a_two_second_delay_fires_once_within_100ms(worker: Worker) -> Non
 
 async def test_delay_recur_fires_every_second_with_distinct_ids(worker: Worker) -> None:
     async with Collector(worker.bootstrap, worker.topic("firings")) as firings:
-        await send(worker, upsert("recur-1s", "delay-recur", 1))
+        await send_commands(worker, upsert("recur-1s", "delay-recur", 1))
         await firings.wait(lambda _: len(firings_of(firings, "recur-1s")) >= 5, timeout=20)
-        await send(worker, action("delete", "recur-1s"))
+        await send_commands(worker, action("delete", "recur-1s"))
         got = firings_of(firings, "recur-1s")[:5]
         late = [
             r["arrived"] - instant(r["value"]["scheduled_for"])
@@ -119,9 +90,9 @@ async def test_delay_recur_fires_every_second_with_distinct_ids(worker: Worker) 
 
 async def test_six_field_cron_fires_on_its_seconds(worker: Worker) -> None:
     async with Collector(worker.bootstrap, worker.topic("firings")) as firings:
-        await send(worker, upsert("cron-secs", "cron", "*/3 * * * * *"))
+        await send_commands(worker, upsert("cron-secs", "cron", "*/3 * * * * *"))
         await firings.wait(lambda _: len(firings_of(firings, "cron-secs")) >= 3, timeout=20)
-        await send(worker, action("delete", "cron-secs"))
+        await send_commands(worker, action("delete", "cron-secs"))
         got = firings_of(firings, "cron-secs")[:3]
     for f in got:
         at = parse_utc(f["scheduled_for"])
@@ -132,20 +103,20 @@ async def test_six_field_cron_fires_on_its_seconds(worker: Worker) -> None:
 
 async def test_pause_stops_and_resume_continues_without_a_burst(worker: Worker) -> None:
     async with Collector(worker.bootstrap, worker.topic("firings")) as firings:
-        await send(worker, upsert("pausing", "delay-recur", 1))
+        await send_commands(worker, upsert("pausing", "delay-recur", 1))
         await firings.wait(lambda _: len(firings_of(firings, "pausing")) >= 2, timeout=20)
-        await send(worker, action("pause", "pausing"))
+        await send_commands(worker, action("pause", "pausing"))
         await eventually(lambda: lookup(worker, "pausing").get("status") == "paused")
         count_at_pause = len(firings_of(firings, "pausing"))
         await asyncio.sleep(3.2)
         assert len(firings_of(firings, "pausing")) <= count_at_pause + 1  # one may be in flight
         paused_count = len(firings_of(firings, "pausing"))
         resumed_at = time.time()
-        await send(worker, action("resume", "pausing"))
+        await send_commands(worker, action("resume", "pausing"))
         await firings.wait(
             lambda _: len(firings_of(firings, "pausing")) >= paused_count + 2, timeout=20
         )
-        await send(worker, action("delete", "pausing"))
+        await send_commands(worker, action("delete", "pausing"))
         after = firings_of(firings, "pausing")[paused_count:]
     # No catch-up of the ~3 instants skipped while paused: the next ones come after the resume.
     assert all(instant(f["scheduled_for"]) >= resumed_at - 0.05 for f in after)
@@ -154,9 +125,9 @@ async def test_pause_stops_and_resume_continues_without_a_burst(worker: Worker) 
 
 async def test_delete_stops_for_good(worker: Worker) -> None:
     async with Collector(worker.bootstrap, worker.topic("firings")) as firings:
-        await send(worker, upsert("deleting", "delay-recur", 1))
+        await send_commands(worker, upsert("deleting", "delay-recur", 1))
         await firings.wait(lambda _: len(firings_of(firings, "deleting")) >= 1, timeout=20)
-        await send(worker, action("delete", "deleting"))
+        await send_commands(worker, action("delete", "deleting"))
         await eventually(lambda: lookup(worker, "deleting") == {})
         settled = len(firings_of(firings, "deleting"))
         await asyncio.sleep(2.5)
@@ -165,10 +136,10 @@ async def test_delete_stops_for_good(worker: Worker) -> None:
 
 async def test_trigger_fires_once_now_with_its_own_id(worker: Worker) -> None:
     async with Collector(worker.bootstrap, worker.topic("firings")) as firings:
-        await send(worker, upsert("trig", "cron", "0 0 1 1 *"))
+        await send_commands(worker, upsert("trig", "cron", "0 0 1 1 *"))
         await eventually(lambda: lookup(worker, "trig").get("status") == "active")
         sent = time.time()
-        await send(worker, action("trigger", "trig"))
+        await send_commands(worker, action("trigger", "trig"))
         await firings.wait(lambda _: len(firings_of(firings, "trig")) >= 1, timeout=15)
         await asyncio.sleep(1)
         got = firings_of(firings, "trig")
@@ -183,13 +154,13 @@ async def test_trigger_fires_once_now_with_its_own_id(worker: Worker) -> None:
 
 async def test_update_recomputes_the_next_instant(worker: Worker) -> None:
     async with Collector(worker.bootstrap, worker.topic("firings")) as firings:
-        await send(worker, upsert("upd", "delay-recur", 1))
+        await send_commands(worker, upsert("upd", "delay-recur", 1))
         await firings.wait(lambda _: len(firings_of(firings, "upd")) >= 2, timeout=20)
-        await send(worker, upsert("upd", "delay-recur", 3))
+        await send_commands(worker, upsert("upd", "delay-recur", 3))
         await eventually(lambda: lookup(worker, "upd").get("schedule") == "3")
         changed = len(firings_of(firings, "upd"))
         await firings.wait(lambda _: len(firings_of(firings, "upd")) >= changed + 2, timeout=20)
-        await send(worker, action("delete", "upd"))
+        await send_commands(worker, action("delete", "upd"))
         later = firings_of(firings, "upd")[changed : changed + 2]
     gap = instant(later[1]["scheduled_for"]) - instant(later[0]["scheduled_for"])
     assert gap == pytest.approx(3.0, abs=0.001)
@@ -197,7 +168,7 @@ async def test_update_recomputes_the_next_instant(worker: Worker) -> None:
 
 async def test_max_fires_and_end_complete_a_recurring_schedule(worker: Worker) -> None:
     async with Collector(worker.bootstrap, worker.topic("firings")) as firings:
-        await send(worker, upsert("capped", "delay-recur", 1, max_fires=3))
+        await send_commands(worker, upsert("capped", "delay-recur", 1, max_fires=3))
         await eventually(lambda: lookup(worker, "capped").get("status") == "completed", timeout=20)
         await asyncio.sleep(1.5)
         assert len(firings_of(firings, "capped")) == 3
@@ -206,7 +177,7 @@ async def test_max_fires_and_end_complete_a_recurring_schedule(worker: Worker) -
 
 async def test_a_date_long_past_is_recorded_as_missed_not_fired(worker: Worker) -> None:
     async with Collector(worker.bootstrap, worker.topic("firings")) as firings:
-        await send(worker, upsert("ancient", "date", "2020-01-01T00:00:00"))
+        await send_commands(worker, upsert("ancient", "date", "2020-01-01T00:00:00"))
         record = await eventually(
             lambda: (r := lookup(worker, "ancient")).get("status") == "completed" and r
         )
@@ -220,7 +191,7 @@ async def test_a_date_just_past_fires_once_by_default(worker: Worker) -> None:
 
     when = (datetime.now(UTC) - timedelta(seconds=30)).isoformat()
     async with Collector(worker.bootstrap, worker.topic("firings")) as firings:
-        await send(worker, upsert("just-past", "date", when))
+        await send_commands(worker, upsert("just-past", "date", when))
         await firings.wait(lambda _: len(firings_of(firings, "just-past")) >= 1)
         await asyncio.sleep(1)
         got = firings_of(firings, "just-past")
@@ -235,16 +206,12 @@ async def test_empty_data_dir_rebuilds_timers_from_the_changelog(
     first = Worker(kafka.bootstrap, tmp_path / "first")
     first.start()
     async with Collector(first.bootstrap, first.topic("firings")) as firings:
-        await send(first, upsert("survivor", "delay", 12), upsert("survivor-r", "delay-recur", 2))
+        await send_commands(
+            first, upsert("survivor", "delay", 12), upsert("survivor-r", "delay-recur", 2)
+        )
         await eventually(lambda: lookup(first, "survivor").get("status") == "active")
         first.stop()
-        fresh = Worker(
-            kafka.bootstrap,
-            tmp_path / "fresh",
-            app_id=first.app_id,
-            prefix=first.prefix,
-            web_port=first.web_port,
-        )
+        fresh = first.sibling(tmp_path / "fresh", same_port=True)
         fresh.start()
         try:
             await firings.wait(lambda _: len(firings_of(firings, "survivor")) >= 1, timeout=30)
