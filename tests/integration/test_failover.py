@@ -81,6 +81,14 @@ async def test_three_workers_share_schedules_and_survive_a_kill_9(
                 params={"application": "failover", "limit": "1000"},
                 timeout=30,
             ).json()["schedules"]
+            # A lookup by id answers from any worker: Faust routes it to the owner.
+            routed = {
+                w.url: [
+                    httpx.get(f"{w.url}/schedules/{item['schedule_id']}", timeout=10).status_code
+                    for item in listing[:40]
+                ]
+                for w in survivors
+            }
             await asyncio.sleep(1)
             records = [r["value"] for r in firings.records]
     finally:
@@ -88,6 +96,7 @@ async def test_three_workers_share_schedules_and_survive_a_kill_9(
             w.stop()
 
     assert len(listing) == SCHEDULES
+    assert all(codes == [200] * 40 for codes in routed.values()), routed
     fired: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     for f in records:
         fired[f["schedule_id"]][f["scheduled_for"]].add(f["firing_id"])
