@@ -186,7 +186,9 @@ def _keeps_history(record: state.ScheduleRecord) -> bool:
 
 async def _wake(key: bytes, due_us: int, partition: int) -> None:
     current = _load(key)
+    stale_entry = index_key(due_us, key.decode())
     if current is None:
+        timers.pop(stale_entry, None)  # left behind by a lost tombstone, if at all
         _stale.inc()
         return
     due = clock.from_us(due_us)
@@ -205,7 +207,10 @@ async def _wake(key: bytes, due_us: int, partition: int) -> None:
                 else None,
             )
     else:
-        # A replay after a crash, or a wake-up the schedule no longer waits for.
+        # A replay after a crash, or a wake-up the schedule no longer waits for:
+        # its entry is stale (drop it), the record's own entry must exist (put it).
+        if current.timed != due:
+            timers.pop(stale_entry, None)
         _index(key, partition, current)
         if not outcome.fire:
             _stale.inc()
