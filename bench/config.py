@@ -1,0 +1,147 @@
+"""Sizes of each mode, and the goals of issue 7, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class Sizes:
+    mode: str
+    bursts: tuple[int, ...]
+    steady_rate: int
+    steady_seconds: int
+    registration: int
+    recurring: int
+    """Recurring 1 s schedules whose firings show a restart or a failover."""
+    idle_seconds: int
+    peer_cap_seconds: float
+    """How long a peer may take to register (the rest is reported as not reached)."""
+    outage_watch_seconds: float
+    """How long after a kill a restart/failover may take before it is called failed."""
+    empty_restart_watch_seconds: float
+
+
+QUICK = Sizes(
+    mode="quick",
+    bursts=(1_000,),
+    steady_rate=200,
+    steady_seconds=10,
+    registration=20_000,
+    recurring=50,
+    idle_seconds=15,
+    peer_cap_seconds=10,
+    outage_watch_seconds=45,
+    empty_restart_watch_seconds=60,
+)
+DEFAULT = Sizes(
+    mode="default",
+    bursts=(10_000,),
+    steady_rate=2_000,
+    steady_seconds=60,
+    registration=100_000,
+    recurring=100,
+    idle_seconds=60,
+    peer_cap_seconds=60,
+    outage_watch_seconds=60,
+    empty_restart_watch_seconds=120,
+)
+LONG = Sizes(
+    mode="long",
+    bursts=(10_000, 100_000),
+    steady_rate=2_000,
+    steady_seconds=60,
+    registration=1_000_000,
+    recurring=100,
+    idle_seconds=60,
+    peer_cap_seconds=180,
+    outage_watch_seconds=120,
+    empty_restart_watch_seconds=600,
+)
+
+WORKLOADS = ("idle", "registration", "burst", "steady", "failover")
+"""In the order they run. ``registration`` also measures scale and restart on its data."""
+
+#: Names ``--only`` accepts, and the workload that produces each.
+ALIASES = {
+    "idle": "idle",
+    "registration": "registration",
+    "scale": "registration",
+    "restart": "registration",
+    "burst": "burst",
+    "steady": "steady",
+    "failover": "failover",
+}
+
+
+@dataclass(frozen=True)
+class Goal:
+    """``metric`` of ``workload`` for ``system`` should be ``op`` ``limit`` (in ``unit``)."""
+
+    workload: str
+    system: str
+    metric: str
+    op: Literal["<=", ">="]
+    limit: float
+    unit: str
+    label: str
+    size: int | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def met(self, value: float) -> bool:
+        return value <= self.limit if self.op == "<=" else value >= self.limit
+
+
+def goals(sizes: Sizes) -> list[Goal]:
+    """The issue's goals for the sizes this run uses (a burst goal exists per size)."""
+    found: list[Goal] = []
+    burst_goals = {10_000: (0.35, 3.0), 100_000: (2.0, 20.0)}
+    for n in sizes.bursts:
+        kafka_p99, http_all = burst_goals.get(n, burst_goals[10_000])
+        found.append(
+            Goal("burst", "ours-kafka", "p99", "<=", kafka_p99, "s", f"burst {n:,} Kafka p99", n)
+        )
+        found.append(
+            Goal(
+                "burst",
+                "ours-http",
+                "last",
+                "<=",
+                http_all,
+                "s",
+                f"burst {n:,} HTTP all delivered",
+                n,
+            )
+        )
+    rate = sizes.steady_rate
+    found += [
+        Goal("steady", "ours-kafka", "p99", "<=", 0.100, "s", f"steady {rate:,}/s Kafka p99"),
+        Goal("steady", "ours-http", "p99", "<=", 0.250, "s", f"steady {rate:,}/s HTTP p99"),
+        Goal("steady", "ours-kafka", "missing", "<=", 0, "", f"steady {rate:,}/s Kafka missing"),
+        Goal("steady", "ours-http", "missing", "<=", 0, "", f"steady {rate:,}/s HTTP missing"),
+        Goal(
+            "registration",
+            "ours",
+            "rate",
+            ">=",
+            30_000,
+            "commands/s",
+            f"registration ({sizes.registration:,} commands)",
+        ),
+        Goal(
+            "scale",
+            "ours",
+            "rss_mib",
+            "<=",
+            500,
+            "MiB",
+            f"scale: RSS with {sizes.registration:,} schedules (goal is for 1,000,000)",
+        ),
+        Goal("restart", "ours-data", "recovered_s", "<=", 5, "s", "restart with data dir"),
+        Goal("restart", "ours-empty", "recovered_s", "<=", 30, "s", "restart from empty data dir"),
+        Goal("failover", "ours", "first_on_time_s", "<=", 10, "s", "failover"),
+        Goal("idle", "ours", "millicores", "<=", 4, "millicores", "idle CPU"),
+        Goal("idle", "ours", "rss_mib", "<=", 80, "MiB", "idle RSS"),
+    ]
+    return found
