@@ -9,39 +9,11 @@ import pytest
 
 from scheduler.errors import InvalidCommand
 from scheduler.models import Action, FailedPolicy, RedisMode, ScheduleType, TaskType, parse_command
+from tests.commands import example
 
 
 def command(**changes: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "name": "bbb",
-        "client": {
-            "operation": "op#1",
-            "application": "chef",
-            "group": "system",
-            "key": "12345678",
-            "type": "scheduler",
-        },
-        "type": "cron",
-        "schedule": "30 * * * * *",
-        "timezone": "Asia/Seoul",
-        "task": {
-            "type": "rest",
-            "connection": {
-                "host": "http://localhost:3000/api/run",
-                "headers": {"Content-Type": "application/json"},
-            },
-            "data": {"instanceName": "delay-test-999", "variables": {}},
-            "history_check": False,
-            "failed_policy": "retry",
-            "retry_wait": 60,
-        },
-    }
-    for key, value in changes.items():
-        if value is None:
-            base.pop(key, None)
-        else:
-            base[key] = value
-    return base
+    return example(**changes)
 
 
 def rejected(data: Any) -> InvalidCommand:

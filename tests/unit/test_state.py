@@ -21,6 +21,7 @@ from scheduler.state import (
     next_instant,
     wake,
 )
+from tests.commands import example
 
 SECOND = timedelta(seconds=1)
 MINUTE = timedelta(minutes=1)
@@ -39,29 +40,8 @@ CLIENT = {
 
 def command(**changes: Any) -> Command:
     """A valid upsert (every 10 s after acceptance), with ``changes`` applied."""
-    base: dict[str, Any] = {
-        "name": "bbb",
-        "client": CLIENT,
-        "type": "delay-recur",
-        "schedule": "10",
-        "timezone": "UTC",
-        "task": {
-            "type": "rest",
-            "connection": {
-                "host": "http://localhost:3000/api/run",
-                "headers": {"Content-Type": "application/json"},
-            },
-            "data": {"instanceName": "delay-test-999", "variables": {}},
-            "failed_policy": "retry",
-            "retry_wait": 60,
-        },
-    }
-    for key, value in changes.items():
-        if value is None:
-            base.pop(key, None)
-        else:
-            base[key] = value
-    return parse_command(base)
+    defaults = {"type": "delay-recur", "schedule": "10", "timezone": "UTC", "client": CLIENT}
+    return parse_command(example(**{**defaults, **changes}))
 
 
 def action(name: str) -> Command:
