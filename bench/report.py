@@ -500,6 +500,7 @@ def markdown(results: dict[str, Any], sizes: Sizes, chart_error: str | None) -> 
                 "(a projection, not a measurement)."
             )
     out.append("")
+    out += limits(results, sizes)
 
     for n in sizes.bursts:
         entry = w.get(f"burst-{n}")
@@ -718,6 +719,81 @@ def markdown(results: dict[str, Any], sizes: Sizes, chart_error: str | None) -> 
     out += profiles(results.get("profiles", {}))
     out += method(meta, sizes)
     return "\n".join(out) + "\n"
+
+
+#: Why each workload's goals are hard for this design; the numbers beside it come
+#: from the run (CPU from /proc, shares from the py-spy profiles).
+WHY = {
+    "burst": (
+        "One worker is one Python process: its event loop runs the timers, the table "
+        "writes and the deliveries, beside Faust's consumer thread (they share the GIL). Per "
+        "firing it writes the schedule's new state and the due-index tombstone to their "
+        "changelogs and the firing to `firings` (all three batched per partition), then "
+        "consumes the firing again, record by record through Faust, and delivers it."
+    ),
+    "steady": (
+        "The same per-firing path as the burst, at a constant rate: the event loop has to "
+        "keep up with it continuously, and any stall shows in the p99."
+    ),
+    "registration": (
+        "Each command is consumed record by record through Faust (fetch and decode in its "
+        "consumer thread, then its stream machinery on the event loop), validated with "
+        "pydantic, and stored with two changelog records (the schedule and its due-index "
+        "entry), batched per partition."
+    ),
+    "idle": (
+        "What an idle worker still does: Faust's fetch loop (a `getmany` across threads "
+        "every second), group heartbeats (every third of the session timeout), the commit "
+        "timer, and each partition timer's look at the due-index every 5 s."
+    ),
+    "scale": (
+        "RocksDB memtables (4 MiB x 2 per partition for schedules) and block caches are "
+        "bounded; the rest grows with the Python objects of the schedules held in memory."
+    ),
+    "restart": (
+        "A restarted worker rejoins its group as the same static member, then reads what "
+        "its data dir lacks from the changelogs before its timers start; from an empty data "
+        "dir that is every schedule."
+    ),
+}
+PROFILE_OF = {
+    "burst": ("burst-kafka", "burst-http"),
+    "steady": ("steady-kafka", "steady-http"),
+    "registration": ("registration",),
+}
+
+
+def limits(results: dict[str, Any], sizes: Sizes) -> list[str]:
+    """For every workload with a goal missed: by how much, what the run saw, and why."""
+    missed: dict[str, list[dict[str, Any]]] = {}
+    for row in goal_rows(results, sizes):
+        if row["verdict"] != "met" and row["value"] is not None:
+            missed.setdefault(row["goal"].workload, []).append(row)
+    if not missed:
+        return []
+    out = ["## What limits the goals still missed", ""]
+    w = results["workloads"]
+    for workload, rows in missed.items():
+        gaps = "; ".join(f"{row['goal'].label}: {row['verdict']}" for row in rows)
+        out.append(f"- **{workload}** ({gaps}). {WHY.get(workload, '')}")
+        seen = []
+        for goal in [row["goal"] for row in rows]:
+            entry = w.get(goal_key(goal), {}).get("rows", {}).get(goal.system, {})
+            if isinstance(entry.get("worker_cores"), int | float):
+                seen.append(
+                    f"{name(goal.system)}: worker {entry['worker_cores']:.2f} cores, machine "
+                    f"{entry.get('machine_busy_pct', float('nan')):.0f}% busy"
+                )
+        for key in PROFILE_OF.get(workload, ()):
+            summary = results.get("profiles", {}).get(key, {}).get("summary") or {}
+            packs = summary.get("packages", [])[:5]
+            if packs:
+                shares = ", ".join(f"{p['package']} {p['pct']}%" for p in packs)
+                seen.append(f"profile `{key}` (see Profiles below): {shares}")
+        if seen:
+            out.append("  Measured: " + "; ".join(sorted(set(seen))) + ".")
+    out.append("")
+    return out
 
 
 def _ran(entry: dict[str, Any]) -> str:

@@ -23,11 +23,15 @@ app = faust.App(
     autodiscover=False,
     topic_partitions=settings.partitions,
     topic_replication_factor=1,
-    processing_guarantee=settings.processing_guarantee,
+    # Only at_least_once: it recovers a table ~30x faster than exactly_once,
+    # firing ids make a repeated firing harmless, and the agents produce
+    # their records outside Faust's transactions (scheduler.outbox).
+    processing_guarantee="at_least_once",
     table_standby_replicas=settings.standby_replicas,
     consumer_auto_offset_reset="earliest",
     broker_session_timeout=settings.session_timeout,
-    broker_heartbeat_interval=settings.heartbeat_interval,
+    broker_heartbeat_interval=settings.heartbeat_s,
+    consumer_group_instance_id=settings.group_instance_id,
     broker_rebalance_timeout=max(settings.session_timeout, 10.0),
     stream_wait_empty=False,
     web_enabled=True,

@@ -7,8 +7,8 @@ else in the package reads ``os.environ``.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,13 +43,19 @@ class Settings(BaseSettings):
     max_command_bytes: int = Field(default=262_144, ge=1024)
     """Commands larger than this are rejected (the broker's own cap is ~1 MiB)."""
 
-    processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
-    """at_least_once recovers a table ~30x faster; firing ids make duplicates harmless."""
-
     session_timeout: float = Field(default=10.0, gt=0)
     """Seconds without a heartbeat before Kafka moves a dead worker's partitions."""
 
-    heartbeat_interval: float = Field(default=1.0, gt=0)
+    heartbeat_interval: float | None = Field(default=None, gt=0)
+    """Seconds between heartbeats; default a third of ``session_timeout`` (Kafka's rule)."""
+
+    instance_id: str | None = None
+    """Static group membership (Kafka KIP-345): a worker that restarts with the
+    same id within the session timeout gets its partitions back at once, with
+    no rebalance of the others. Default ``<hostname>-<web port>``; set it
+    to an empty string to turn static membership off. The price: a static
+    member does not leave the group when it stops, so the partitions of a
+    worker stopped for good move only after ``session_timeout``."""
 
     standby_replicas: int = Field(default=1, ge=0)
     """Warm copies of each table partition on other workers, for fast failover."""
@@ -77,6 +83,16 @@ class Settings(BaseSettings):
     def faust_broker(self) -> str:
         """The broker list as Faust wants it: ``kafka://host:port;host:port``."""
         return "kafka://" + ";".join(self.bootstrap_servers.split(","))
+
+    @property
+    def heartbeat_s(self) -> float:
+        return self.heartbeat_interval or self.session_timeout / 3
+
+    @property
+    def group_instance_id(self) -> str | None:
+        if self.instance_id is None:
+            return f"{socket.gethostname()}-{self.web_port}"
+        return self.instance_id or None
 
     @property
     def web_url(self) -> str:

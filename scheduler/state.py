@@ -8,6 +8,7 @@ commands therefore rebuilds the same table.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -76,6 +77,13 @@ class ScheduleRecord:
             "last_wake": _opt_format(self.last_wake),
             "last_batch": [format_utc(t, micros=True) for t in self.last_batch],
         }
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(self.to_json(), ensure_ascii=False, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> ScheduleRecord:
+        return cls.from_json(json.loads(raw))
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ScheduleRecord:

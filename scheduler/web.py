@@ -39,7 +39,7 @@ class ScheduleView(web.View):
         stored = schedules.get(schedule_id.encode())
         if stored is None:
             return _error(self, 404, "not_found", f"no schedule {schedule_id}")
-        return self.json(state.describe(state.ScheduleRecord.from_json(stored)))
+        return self.json(state.describe(state.ScheduleRecord.from_bytes(stored)))
 
 
 @app.page("/schedules")
@@ -70,7 +70,7 @@ class ScheduleListView(web.View):
 def _local(filters: dict[str, str], limit: int) -> list[dict[str, Any]]:
     out = []
     for stored in schedules.values():
-        record = state.ScheduleRecord.from_json(stored)
+        record = state.ScheduleRecord.from_bytes(stored)
         if state.matches(record, filters):
             out.append(state.describe(record))
             if len(out) >= limit:

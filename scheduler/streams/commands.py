@@ -1,16 +1,25 @@
 """From ``schedule-commands`` to the ``schedules`` table, and from due instants to ``firings``.
 
-Two hops, because a table may only be written from an agent handling a key
-of the table's own partition, and applications may send commands with no
-key or with a key we did not choose:
+A table may only be written from an agent handling a record of the table's
+own partition, and applications may send commands with no key or with a key
+we did not choose, so:
 
-1. ``accept_commands`` validates each record and re-sends it, keyed by its
-   schedule id, to ``schedule-commands-keyed``; bad records go to
-   ``schedule-commands-rejected`` with the reason and the original text.
-2. ``apply_commands`` (one per partition, never concurrent) applies it to
-   the table. The partition timers send their wake-ups to the same topic, so
-   this one agent is the only writer of a schedule: it fires due instants,
-   advances the schedule and moves its entry in the due-index.
+1. ``accept_commands`` validates each record; bad records go to
+   ``schedule-commands-rejected`` with the reason and the original text. A
+   command keyed by its schedule id on the partition the default (murmur2)
+   partitioner gives that id, as DESIGN asks producers to send it, is
+   applied right there. Any other is re-sent, keyed by its schedule id, to
+   ``schedule-commands-keyed``.
+2. ``apply_commands`` applies the re-keyed commands. The partition timers
+   send their wake-ups (a batch of due entries per record, to their own
+   partition) to the same topic: this agent fires due instants, advances
+   the schedule and moves its entry in the due-index.
+
+Both agents write a partition's tables only for records of that partition,
+which Faust assigns to one worker together (all our topics have the same
+partition count). Each read-modify-write of a schedule (load, decide, store)
+runs without an await in between, so the two agents never lose each other's
+update.
 
 The acceptance instant is the Kafka timestamp of the original record, so a
 replay of the topic rebuilds the same schedules.
@@ -23,11 +32,15 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from scheduler import clock, ids, metrics, state
+from aiokafka.partitioner import murmur2
+
+from scheduler import clock, ids, metrics, state, tables
 from scheduler.app import app, settings
 from scheduler.errors import InvalidCommand
 from scheduler.models import Action, Command, parse_command
+from scheduler.outbox import Outbox
 from scheduler.streams import history
+from scheduler.streams.batching import take_batches
 from scheduler.streams.timers import index_key, registry
 from scheduler.tables import schedules, timers
 from scheduler.timefmt import format_utc, parse_utc
@@ -37,6 +50,10 @@ log = logging.getLogger(__name__)
 
 _accepted = metrics.counter("scheduler_commands_accepted_total", "valid commands accepted")
 _rejected = metrics.counter("scheduler_commands_rejected_total", "commands rejected")
+_rekeyed = metrics.counter(
+    "scheduler_commands_rekeyed_total",
+    "commands re-sent to schedule-commands-keyed (not keyed by schedule id, or another partition)",
+)
 _applied = metrics.counter("scheduler_commands_applied_total", "commands applied to the table")
 _fired = metrics.counter("scheduler_firings_total", "firings emitted")
 _missed = metrics.counter("scheduler_missed_instants_total", "due instants not fired (misfire)")
@@ -64,39 +81,100 @@ async def reject(exc: InvalidCommand, key: bytes | None, original: bytes | str |
     await rejected_topic.send(key=key, value=rejection(exc, original))
 
 
+#: The most events an agent takes at once (see ``scheduler.streams.batching``).
+BATCH_MAX = 1_000
+
+
 @app.agent(commands_topic, name="accept-commands")
 async def accept_commands(stream: Any) -> Any:
-    async for event in stream.events():
-        raw: bytes = event.value if event.value is not None else b""
-        try:
-            command = parse_command(raw, max_bytes=settings.max_command_bytes)
-        except InvalidCommand as exc:
-            await reject(exc, event.key, raw)
-            continue
-        accepted_at = datetime.fromtimestamp(event.message.timestamp, tz=UTC)
-        envelope = {
-            "kind": "command",
-            "command": command.to_json(),
-            "accepted_at": format_utc(accepted_at, micros=True),
-            "original": raw.decode("utf-8", errors="replace"),
-        }
-        await keyed_commands_topic.send(key=command.schedule_id.encode(), value=envelope)
-        _accepted.inc()
+    async for events in take_batches(stream, BATCH_MAX):
+        outbox = Outbox()
+        for event in events:
+            try:
+                await _accept(event, outbox)
+            except Exception:
+                # A command we fail on must not stop the ones after it.
+                log.exception("command at %s failed", event.message.tp)
+        await outbox.send()
+
+
+async def _accept(event: Any, outbox: Outbox) -> None:
+    raw: bytes = event.value if event.value is not None else b""
+    try:
+        command = parse_command(raw, max_bytes=settings.max_command_bytes)
+    except InvalidCommand as exc:
+        await reject(exc, event.key, raw)
+        return
+    accepted_at = datetime.fromtimestamp(event.message.timestamp, tz=UTC)
+    _accepted.inc()
+    sid = command.schedule_id.encode()
+    partition = event.message.partition
+    owner = owner_partition(sid)
+    if event.key == sid and partition == owner:
+        # Already where the keyed topic would put it: apply it here and skip
+        # a produce and a consume.
+        await _apply(sid, command, accepted_at, raw, partition, outbox)
+        return
+    envelope = {
+        "kind": "command",
+        "command": command.to_json(),
+        "accepted_at": format_utc(accepted_at, micros=True),
+        "original": raw.decode("utf-8", errors="replace"),
+    }
+    outbox.add(_keyed_topic(), owner, sid, json.dumps(envelope, ensure_ascii=False).encode())
+    _rekeyed.inc()
+
+
+def owner_partition(key: bytes) -> int:
+    """The partition the default (murmur2, as Java's) partitioner gives ``key``."""
+    hashed: int = murmur2(key) & 0x7FFFFFFF
+    return hashed % settings.partitions
+
+
+def _keyed_topic() -> str:
+    name: str = keyed_commands_topic.get_topic_name()
+    return name
+
+
+def _firings_topic() -> str:
+    name: str = firings_topic.get_topic_name()
+    return name
 
 
 @app.agent(keyed_commands_topic, name="apply-commands")
 async def apply_commands(stream: Any) -> Any:
-    async for event in stream.events():
-        envelope = event.value
-        if envelope.get("kind") == "wake":
-            await _wake(event.key, int(envelope["due_us"]), event.message.partition)
-        else:
-            await _apply(event.key, envelope, event.message.partition)
+    async for events in take_batches(stream, BATCH_MAX):
+        outbox = Outbox()
+        for event in events:
+            try:
+                await _applied_or_woken(event, outbox)
+            except Exception:
+                log.exception("keyed record at %s failed", event.message.tp)
+        await outbox.send()
 
 
-def _load(key: bytes) -> state.ScheduleRecord | None:
-    stored = schedules.get(key)
-    return state.ScheduleRecord.from_json(stored) if stored else None
+async def _applied_or_woken(event: Any, outbox: Outbox) -> None:
+    envelope = event.value
+    partition = event.message.partition
+    kind = envelope.get("kind")
+    if kind == "wakes":
+        await _wake_all(envelope["due"], partition, outbox)
+    elif kind == "wake":  # one entry per record, as sent before wake-ups were batched
+        await _wake(event.key, int(envelope["due_us"]), partition, outbox)
+    else:
+        await _apply(
+            event.key,
+            Command.model_validate(envelope["command"]),
+            parse_utc(envelope["accepted_at"]),
+            envelope.get("original"),
+            partition,
+            outbox,
+        )
+
+
+def _load(key: bytes, partition: int) -> state.ScheduleRecord | None:
+    stored = tables.read(schedules, partition, key)
+    return state.ScheduleRecord.from_bytes(stored) if stored else None
 
 
 def _store(
@@ -104,21 +182,22 @@ def _store(
     partition: int,
     before: state.ScheduleRecord | None,
     after: state.ScheduleRecord | None,
+    outbox: Outbox,
 ) -> None:
     """Write the record and move its due-index entry if its instant changed."""
     if after is None:
-        schedules.pop(key, None)
+        tables.erase(schedules, partition, key, outbox)
     else:
-        schedules[key] = after.to_json()
+        tables.write(schedules, partition, key, after.to_bytes(), outbox)
     old = before.timed if before else None
     new = after.timed if after else None
     if old is not None and old != new:
-        timers.pop(index_key(clock.to_us(old), key.decode()), None)
+        tables.erase(timers, partition, index_key(clock.to_us(old), key.decode()), outbox)
     if after is not None:
-        _index(key, partition, after)
+        _index(key, partition, after, outbox)
 
 
-def _index(key: bytes, partition: int, record: state.ScheduleRecord) -> None:
+def _index(key: bytes, partition: int, record: state.ScheduleRecord, outbox: Outbox) -> None:
     """Put the record's due-index entry, even if it should already be there.
 
     The two tables' changelogs are flushed separately, so a kill -9 can keep
@@ -131,25 +210,31 @@ def _index(key: bytes, partition: int, record: state.ScheduleRecord) -> None:
         return
     due_us = clock.to_us(due)
     sid = key.decode()
-    timers[index_key(due_us, sid)] = b"1"
+    tables.write(timers, partition, index_key(due_us, sid), b"1", outbox)
     registry.offer(partition, due_us, sid)
 
 
-async def _apply(key: bytes, envelope: dict[str, Any], partition: int) -> None:
-    command = Command.model_validate(envelope["command"])
-    accepted_at = parse_utc(envelope["accepted_at"])
-    current = _load(key)
+async def _apply(
+    key: bytes,
+    command: Command,
+    accepted_at: datetime,
+    original: bytes | str | None,
+    partition: int,
+    outbox: Outbox,
+) -> None:
+    current = _load(key, partition)
     try:
         updated = state.apply(current, command, accepted_at)
     except InvalidCommand as exc:
-        await reject(exc, key, envelope.get("original"))
+        await reject(exc, key, original)
         return
-    _store(key, partition, current, updated)
+    _store(key, partition, current, updated, outbox)
     _applied.inc()
     await _command_history(command, current, updated)
     if command.action is Action.TRIGGER and updated is not None:
         # Its own id: a trigger is not one of the schedule's nominal instants.
-        await _emit(updated, accepted_at, ids.trigger_firing_id(updated.schedule_id, accepted_at))
+        firing_id = ids.trigger_firing_id(updated.schedule_id, accepted_at)
+        await _emit(updated, accepted_at, firing_id, partition, outbox)
     log.debug("applied %s to %s", command.action.value, command.schedule_id)
 
 
@@ -184,17 +269,27 @@ def _keeps_history(record: state.ScheduleRecord) -> bool:
     return task is not None and task.history_check
 
 
-async def _wake(key: bytes, due_us: int, partition: int) -> None:
-    current = _load(key)
+async def _wake_all(due: list[list[Any]], partition: int, outbox: Outbox) -> None:
+    """The entries of one wake-up record, all owned by ``partition``."""
+    for due_us, schedule_id in due:
+        try:
+            await _wake(schedule_id.encode(), int(due_us), partition, outbox)
+        except Exception:
+            # One schedule that cannot be woken must not hold up the others.
+            log.exception("wake-up of %s at %s failed", schedule_id, due_us)
+
+
+async def _wake(key: bytes, due_us: int, partition: int, outbox: Outbox) -> None:
+    current = _load(key, partition)
     stale_entry = index_key(due_us, key.decode())
     if current is None:
-        timers.pop(stale_entry, None)  # left behind by a lost tombstone, if at all
+        _drop_stale(partition, stale_entry, outbox)  # left behind by a lost tombstone, if at all
         _stale.inc()
         return
     due = clock.from_us(due_us)
     outcome = state.wake(current, due, clock.now())
     if outcome.changed:
-        _store(key, partition, current, outcome.record)
+        _store(key, partition, current, outcome.record, outbox)
         missed = outcome.record.missed_count - current.missed_count
         _missed.inc(missed)
         if missed and _keeps_history(current):
@@ -210,19 +305,31 @@ async def _wake(key: bytes, due_us: int, partition: int) -> None:
         # A replay after a crash, or a wake-up the schedule no longer waits for:
         # its entry is stale (drop it), the record's own entry must exist (put it).
         if current.timed != due:
-            timers.pop(stale_entry, None)
-        _index(key, partition, current)
+            _drop_stale(partition, stale_entry, outbox)
+        _index(key, partition, current, outbox)
         if not outcome.fire:
             _stale.inc()
     for instant in outcome.fire:
-        await _emit(outcome.record, instant, ids.firing_id(current.schedule_id, instant))
+        firing_id = ids.firing_id(current.schedule_id, instant)
+        await _emit(outcome.record, instant, firing_id, partition, outbox)
 
 
-async def _emit(record: state.ScheduleRecord, scheduled_for: datetime, firing_id: str) -> None:
+def _drop_stale(partition: int, entry: bytes, outbox: Outbox) -> None:
+    if tables.read(timers, partition, entry) is not None:
+        tables.erase(timers, partition, entry, outbox)
+
+
+async def _emit(
+    record: state.ScheduleRecord,
+    scheduled_for: datetime,
+    firing_id: str,
+    partition: int,
+    outbox: Outbox,
+) -> None:
+    """One firing to ``firings``, keyed by schedule id, on the schedule's own partition."""
     firing = state.firing(record, scheduled_for, firing_id, clock.now())
-    await firings_topic.send(
-        key=record.schedule_id.encode(), value=json.dumps(firing, ensure_ascii=False).encode()
-    )
+    body = json.dumps(firing, ensure_ascii=False).encode()
+    outbox.add(_firings_topic(), partition, record.schedule_id.encode(), body)
     _fired.inc()
     if _keeps_history(record):
         await history.record(

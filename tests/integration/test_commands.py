@@ -10,6 +10,8 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import murmur2
 from croniter import croniter
 
 from tests.support import Clients, Worker, eventually, read_topic, send_commands
@@ -216,6 +218,48 @@ async def test_post_preview(worker: Worker) -> None:
         "2025-03-10T06:30:00.000Z",
         "2025-03-11T06:30:00.000Z",
     ]
+
+
+def metric(worker: Worker, name: str) -> float:
+    for line in httpx.get(f"{worker.url}/metrics", timeout=10).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+async def test_commands_keyed_by_schedule_id_on_their_partition_skip_the_rekeying_hop(
+    worker: Worker,
+) -> None:
+    sid = sid_of("direct-1")
+    partitions = 4  # the worker fixture's topics
+    owner = (murmur2(sid.encode()) & 0x7FFFFFFF) % partitions
+    before = metric(worker, "scheduler_commands_rekeyed_total")
+    await send_commands(worker, upsert("direct-1"), key=sid.encode())
+    await eventually(lambda: get(worker, sid).status_code == 200)
+    await send_commands(worker, {"action": "pause", "client": client("direct-1")}, key=sid.encode())
+    await eventually(lambda: get(worker, sid).json()["status"] == "paused")
+    assert metric(worker, "scheduler_commands_rekeyed_total") == before
+
+    # Keyed by the id but on another partition (a producer with another
+    # partitioner): re-keyed, and applied on the owner's partition all the same.
+    producer = AIOKafkaProducer(bootstrap_servers=worker.bootstrap, acks="all")
+    await producer.start()
+    try:
+        resume = json.dumps({"action": "resume", "client": client("direct-1")}).encode()
+        await producer.send_and_wait(
+            worker.topic("schedule-commands"),
+            value=resume,
+            key=sid.encode(),
+            partition=(owner + 1) % partitions,
+        )
+    finally:
+        await producer.stop()
+    await eventually(lambda: get(worker, sid).json()["status"] == "active")
+    assert metric(worker, "scheduler_commands_rekeyed_total") == before + 1
+    # An unkeyed command for the same schedule goes the long way, in order after those.
+    await send_commands(worker, upsert("direct-1", name="renamed"))
+    await eventually(lambda: get(worker, sid).json()["name"] == "renamed")
+    assert metric(worker, "scheduler_commands_rekeyed_total") == before + 2
 
 
 async def test_health_and_metrics(worker: Worker) -> None:

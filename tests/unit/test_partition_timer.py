@@ -72,9 +72,11 @@ class Sent:
     wakeups: list[tuple[str, int]] = field(default_factory=list)
     sent_at: list[int] = field(default_factory=list)
 
-    async def __call__(self, schedule_id: str, due_us: int) -> None:
-        self.wakeups.append((schedule_id, due_us))
-        self.sent_at.append(self.clock())
+    async def __call__(self, partition: int, due: list[tuple[int, str]]) -> None:
+        assert partition == 3
+        for due_us, schedule_id in due:
+            self.wakeups.append((schedule_id, due_us))
+            self.sent_at.append(self.clock())
 
     def ids(self) -> list[str]:
         return [schedule_id for schedule_id, _ in self.wakeups]
@@ -369,11 +371,11 @@ async def test_a_failing_send_restarts_the_timer_from_the_table(rig: Rig) -> Non
     rig.index.add(now - SECOND, "flaky")
     failures: list[str] = []
 
-    async def send(schedule_id: str, due_us: int) -> None:
+    async def send(partition: int, due: list[tuple[int, str]]) -> None:
         if not failures:
-            failures.append(schedule_id)
+            failures.append(due[0][1])
             raise RuntimeError("broker unavailable")
-        await rig.sent(schedule_id, due_us)
+        await rig.sent(partition, due)
 
     timer = PartitionTimer(3, rig.index.read, send, rig.clock)
     timer.start()
