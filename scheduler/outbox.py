@@ -3,9 +3,9 @@
 The command and wake-up agents take their records a batch at a time
 (``Stream.take_events``). Everything such a batch writes (the tables'
 changelog records, the firings, re-keyed commands) is collected here per
-topic partition and handed to the aiokafka producer as a few prebuilt
-batches (``create_batch`` / ``send_batch``) instead of a record at a time
-through Faust's ``Topic.send``: in the burst profile (bench/) that per-record
+topic partition and handed to the aiokafka producer, as prebuilt batches
+(``create_batch`` / ``send_batch``) when a partition gets many, rather than
+a record at a time through Faust's ``Topic.send``: in the burst profile (bench/) that per-record
 path cost more than everything the scheduler itself computes per firing.
 
 Guarantee: :meth:`Outbox.send` returns once every batch is queued on the
@@ -28,32 +28,31 @@ from scheduler.app import app
 
 log = logging.getLogger(__name__)
 
-_failed = metrics.counter("scheduler_produce_failed_total", "record batches the broker refused")
+_failed = metrics.counter(
+    "scheduler_produce_failed_total", "records or record batches the broker refused"
+)
 
 #: Called with the offset of the last record of a batch once it is written.
 OnWritten = Callable[[int], None]
 
 
-class _Pending:
-    __slots__ = ("builder", "on_written", "partition", "topic")
-
-    def __init__(self, topic: str, partition: int, builder: Any, on_written: OnWritten | None):
-        self.topic = topic
-        self.partition = partition
-        self.builder = builder
-        self.on_written = on_written
+#: Below this many records for one partition, records are sent one by one:
+#: ``send_batch`` first waits for the partition's previous batch to leave
+#: (up to a linger plus a round trip), which stalls an agent that handles many
+#: small batches, as in a steady stream of firings (bench/ steady workload).
+MIN_BATCH = 64
 
 
 class Outbox:
-    """Records for several topic partitions, appended now, produced by :meth:`send`."""
+    """Records for several topic partitions, collected now, produced by :meth:`send`."""
 
     def __init__(self) -> None:
         self._producer: Any = app.producer._ensure_producer()  # type: ignore[attr-defined]
-        self._open: dict[tuple[str, int], _Pending] = {}
-        self._full: list[_Pending] = []
+        self._records: dict[tuple[str, int], list[tuple[bytes, bytes | None]]] = {}
+        self._on_written: dict[tuple[str, int], OnWritten] = {}
 
     def __len__(self) -> int:
-        return sum(p.builder.record_count() for p in (*self._open.values(), *self._full))
+        return sum(len(records) for records in self._records.values())
 
     def add(
         self,
@@ -63,50 +62,79 @@ class Outbox:
         value: bytes | None,
         on_written: OnWritten | None = None,
     ) -> None:
-        pending = self._open.get((topic, partition))
-        if pending is None:
-            pending = self._start(topic, partition, on_written)
-        if pending.builder.append(timestamp=None, key=key, value=value) is None:
-            # That batch is full (producer_batch_bytes): keep it, start another.
-            self._full.append(pending)
-            pending = self._start(topic, partition, on_written)
-            if pending.builder.append(timestamp=None, key=key, value=value) is None:
-                raise ValueError(f"a record of {len(value or b'')} bytes exceeds a whole batch")
-
-    def _start(self, topic: str, partition: int, on_written: OnWritten | None) -> _Pending:
-        pending = _Pending(topic, partition, self._producer.create_batch(), on_written)
-        self._open[(topic, partition)] = pending
-        return pending
+        tp = (topic, partition)
+        records = self._records.get(tp)
+        if records is None:
+            records = self._records[tp] = []
+            if on_written is not None:
+                self._on_written[tp] = on_written
+        records.append((key, value))
 
     async def send(self) -> None:
-        """Queue every batch on the producer (in the order the records were added)."""
-        batches, self._full = [*self._full, *self._open.values()], []
-        self._open = {}
-        for pending in batches:
-            count = pending.builder.record_count()
-            future = await self._producer.send_batch(
-                pending.builder, pending.topic, partition=pending.partition
-            )
-            future.add_done_callback(_reporter(pending, count))
+        """Queue every record on the producer, in the order added per partition."""
+        collected, self._records = self._records, {}
+        on_written, self._on_written = self._on_written, {}
+        for (topic, partition), records in collected.items():
+            report = _Reporter(topic, partition, on_written.get((topic, partition)))
+            if len(records) < MIN_BATCH:
+                await self._one_by_one(topic, partition, records, report)
+            else:
+                await self._batched(topic, partition, records, report)
+
+    async def _one_by_one(
+        self, topic: str, partition: int, records: list[Any], report: _Reporter
+    ) -> None:
+        future = None
+        for key, value in records:
+            future = await self._producer.send(topic, value, key=key, partition=partition)
+            future.add_done_callback(report.failure)
+        if future is not None:
+            future.add_done_callback(lambda done: report.written(done, 1))
+
+    async def _batched(
+        self, topic: str, partition: int, records: list[Any], report: _Reporter
+    ) -> None:
+        builder = self._producer.create_batch()
+        for key, value in records:
+            if builder.append(timestamp=None, key=key, value=value) is None:
+                # Full (producer_batch_bytes): send it, go on with another.
+                await self._submit(builder, topic, partition, report)
+                builder = self._producer.create_batch()
+                if builder.append(timestamp=None, key=key, value=value) is None:
+                    raise ValueError(f"a record of {len(value or b'')} bytes exceeds a batch")
+        await self._submit(builder, topic, partition, report)
+
+    async def _submit(self, builder: Any, topic: str, partition: int, report: _Reporter) -> None:
+        count = builder.record_count()
+        future = await self._producer.send_batch(builder, topic, partition=partition)
+        future.add_done_callback(report.failure)
+        future.add_done_callback(lambda done: report.written(done, count))
 
 
-def _reporter(pending: _Pending, count: int) -> Callable[[Any], None]:
-    def report(future: Any) -> None:
-        if future.cancelled():
+class _Reporter:
+    """Counts and logs a refused record or batch; moves the persisted offset on success."""
+
+    __slots__ = ("on_written", "partition", "topic")
+
+    def __init__(self, topic: str, partition: int, on_written: OnWritten | None) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.on_written = on_written
+
+    def failure(self, future: Any) -> None:
+        if future.cancelled() or future.exception() is None:
             return
         exc = future.exception()
-        if exc is not None:
-            _failed.inc()
-            log.error(
-                "could not produce %d records to %s[%d]: %s: %s",
-                count,
-                pending.topic,
-                pending.partition,
-                type(exc).__name__,
-                exc,
-            )
-            return
-        if pending.on_written is not None:
-            pending.on_written(future.result().offset + count - 1)
+        _failed.inc()
+        log.error(
+            "could not produce to %s[%d]: %s: %s",
+            self.topic,
+            self.partition,
+            type(exc).__name__,
+            exc,
+        )
 
-    return report
+    def written(self, future: Any, count: int) -> None:
+        if self.on_written is None or future.cancelled() or future.exception() is not None:
+            return
+        self.on_written(future.result().offset + count - 1)
