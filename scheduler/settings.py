@@ -46,8 +46,10 @@ class Settings(BaseSettings):
     session_timeout: float = Field(default=10.0, gt=0)
     """Seconds without a heartbeat before Kafka moves a dead worker's partitions."""
 
-    heartbeat_interval: float | None = Field(default=None, gt=0)
-    """Seconds between heartbeats; default a third of ``session_timeout`` (Kafka's rule)."""
+    heartbeat_interval: float = Field(default=1.0, gt=0)
+    """Seconds between heartbeats. A survivor learns of a dead worker's partitions at
+    its next heartbeat after the session timeout, so this adds to failover time
+    (bench: 2 s instead of 1 s took failover from 9.4 s to 10.2 s)."""
 
     instance_id: str | None = None
     """Static group membership (Kafka KIP-345): a worker that restarts with the
@@ -83,10 +85,6 @@ class Settings(BaseSettings):
     def faust_broker(self) -> str:
         """The broker list as Faust wants it: ``kafka://host:port;host:port``."""
         return "kafka://" + ";".join(self.bootstrap_servers.split(","))
-
-    @property
-    def heartbeat_s(self) -> float:
-        return self.heartbeat_interval or self.session_timeout / 3
 
     @property
     def group_instance_id(self) -> str | None:

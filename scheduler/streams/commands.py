@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -85,17 +86,22 @@ async def reject(exc: InvalidCommand, key: bytes | None, original: bytes | str |
 BATCH_MAX = 1_000
 
 
-@app.agent(commands_topic, name="accept-commands")
-async def accept_commands(stream: Any) -> Any:
+async def _in_batches(stream: Any, handle: Callable[[Any, Outbox], Awaitable[None]]) -> None:
+    """Handle each event of each batch, then produce what the batch wrote."""
     async for events in take_batches(stream, BATCH_MAX):
         outbox = Outbox()
         for event in events:
             try:
-                await _accept(event, outbox)
+                await handle(event, outbox)
             except Exception:
-                # A command we fail on must not stop the ones after it.
-                log.exception("command at %s failed", event.message.tp)
+                # A record we fail on must not stop the ones after it.
+                log.exception("record at %s failed", event.message.tp)
         await outbox.send()
+
+
+@app.agent(commands_topic, name="accept-commands")
+async def accept_commands(stream: Any) -> Any:
+    await _in_batches(stream, _accept)
 
 
 async def _accept(event: Any, outbox: Outbox) -> None:
@@ -143,14 +149,7 @@ def _firings_topic() -> str:
 
 @app.agent(keyed_commands_topic, name="apply-commands")
 async def apply_commands(stream: Any) -> Any:
-    async for events in take_batches(stream, BATCH_MAX):
-        outbox = Outbox()
-        for event in events:
-            try:
-                await _applied_or_woken(event, outbox)
-            except Exception:
-                log.exception("keyed record at %s failed", event.message.tp)
-        await outbox.send()
+    await _in_batches(stream, _applied_or_woken)
 
 
 async def _applied_or_woken(event: Any, outbox: Outbox) -> None:
