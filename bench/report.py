@@ -742,9 +742,17 @@ WHY = {
         "entry), batched per partition."
     ),
     "idle": (
-        "What an idle worker still does: Faust's fetch loop (a `getmany` across threads "
-        "every second), group heartbeats (every third of the session timeout), the commit "
-        "timer, and each partition timer's look at the due-index every 5 s."
+        "What an idle worker still does: its consumer's long poll returning every 500 ms "
+        "(Faust's 1.5 s left a loaded worker seconds behind, see `scheduler/app.py`), "
+        "Faust's fetch loop (a `getmany` across threads every second), a group heartbeat "
+        "every second (failover waits for one), the commit timer, and each partition "
+        "timer's look at the due-index every 5 s."
+    ),
+    "failover": (
+        "The survivor learns of the dead worker's partitions only when the group coordinator "
+        "gives up on it (the session timeout) and the survivor's next heartbeat hears of the "
+        "rebalance; then it recovers the tables of the partitions it gets (the standby copy "
+        "makes that short) before their timers start."
     ),
     "scale": (
         "RocksDB memtables (4 MiB x 2 per partition for schedules) and block caches are "
