@@ -335,6 +335,54 @@ def cmd_preview(args: argparse.Namespace) -> int:
 # -- parser -----------------------------------------------------------------
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from scheduler.replay import replay
+    from scheduler.timefmt import parse_utc
+
+    settings = _settings(args)
+    if args.beginning == (args.since is not None):
+        raise InvalidCommand(
+            "bad_input", "replay: give exactly one of --since ISO or --from-beginning"
+        )
+    try:
+        since = None if args.beginning else parse_utc(args.since)
+    except ValueError:
+        raise InvalidCommand(
+            "bad_input", f"--since: not an ISO-8601 instant: {args.since!r}"
+        ) from None
+    moves = asyncio.run(replay(settings, args.topic, since, dry_run=args.dry_run, wait=args.wait))
+    verb = "would move" if args.dry_run else "moved"
+    rows = [
+        {
+            "partition": m.partition,
+            "committed": m.committed,
+            "target": m.target,
+            "records": m.records,
+        }
+        for m in moves
+    ]
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "topic": settings.topic(args.topic),
+                    "group": settings.app_id,
+                    "dry_run": args.dry_run,
+                    "partitions": rows,
+                }
+            )
+        )
+        return 0
+    print(f"group {settings.app_id}, topic {settings.topic(args.topic)}: {verb} offsets")
+    for m in moves:
+        before = "none" if m.committed is None else str(m.committed)
+        again = "" if m.records is None else f" ({m.records} records again)"
+        print(f"  partition {m.partition}: {before} -> {m.target}{again}")
+    if not args.dry_run:
+        print("start the workers: they read from the new offsets")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scheduler", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(metavar="COMMAND")
@@ -390,6 +438,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--after", help="ISO-8601 instant (default now); instants after it")
     p.add_argument("--count", type=int, default=10)
     p.add_argument("--json", action="store_true", help="print only a JSON array of UTC instants")
+
+    p = add(
+        "replay", cmd_replay, "move the workers' group offsets back on a topic (workers stopped)"
+    )
+    p.add_argument("topic", choices=("schedule-commands", "firings", "firings-retry"))
+    p.add_argument("--since", help="ISO-8601 instant: read again every record from it on")
+    p.add_argument("--from-beginning", dest="beginning", action="store_true")
+    p.add_argument("--dry-run", action="store_true", help="print the offsets, commit nothing")
+    p.add_argument(
+        "--wait", type=float, default=30.0, help="seconds to wait for the group to empty"
+    )
+    p.add_argument("--broker", help="Kafka bootstrap (env SCHEDULER_BROKER)")
+    p.add_argument("--app-id", help="consumer group (env SCHEDULER_APP_ID)")
+    p.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
