@@ -12,6 +12,7 @@ import json
 import re
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import cached_property
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
@@ -94,8 +95,9 @@ class Client(_Strict):
     key: Text
     type: Text
 
-    @property
+    @cached_property
     def schedule_id(self) -> str:
+        # Cached: a command's id is asked for several times on its way in.
         return ids.schedule_id(self.operation, self.application, self.group, self.key, self.type)
 
 
