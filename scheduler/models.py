@@ -240,6 +240,11 @@ class Command(_Strict):
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
 
+    @cached_property
+    def json_bytes(self) -> bytes:
+        """``to_json()`` as compact UTF-8 JSON, built once per command (pydantic's encoder)."""
+        return self.model_dump_json(exclude_none=True).encode()
+
 
 def parse_command(raw: bytes | str | dict[str, Any], *, max_bytes: int = 262_144) -> Command:
     """Decode and validate one command, or raise ``InvalidCommand`` saying why."""

@@ -83,7 +83,10 @@ async def test_replay_of_firings_delivers_them_again_with_their_ids(
     again = worker.sibling(tmp_path / "after-replay")
     await asyncio.to_thread(again.start)
     try:
-        _, second = await arrivals(http_target, "again", 2)
+        try:
+            _, second = await arrivals(http_target, "again", 2)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; worker log:\n{again.tail(120)}") from None
         for name in ("Idempotency-Key", "X-Scheduled-For", "X-Schedule-Id"):
             assert second["headers"][name] == first["headers"][name]
         await asyncio.sleep(2)
