@@ -54,12 +54,22 @@ from faust.transport.producer import ProducerBuffer  # noqa: E402
 ProducerBuffer.max_messages = 100_000
 
 
-# Faust builds its aiokafka consumer with fetch_max_wait_ms=1500, hard-coded.
-# Measured (bench/ steady workload, 2,000 firings/s): in about a third of the
-# runs the worker settled 3-4 s behind with its CPU half idle, and with
-# 500 ms it did not in ten runs (p99 100-260 ms); an idle worker pays
-# ~1 millicore more for the shorter long poll. Only Faust's driver sees this.
-FETCH_MAX_WAIT_MS = 500
+# Faust builds its aiokafka consumer with fetch_max_wait_ms=1500, hard-coded:
+# how long the broker holds a fetch that finds nothing. aiokafka keeps one
+# fetch in flight per broker, built over the partitions that were fetchable
+# when it left; a partition that becomes fetchable meanwhile (Faust resumed
+# it after its stream's buffer drained) waits for that fetch to come back.
+# Measured (bench/ steady workload, 2,000 firings/s): with 1.5 s, about a
+# third of the runs settled 3-4 s behind with the CPU half idle; with 500 ms
+# none did, but an idle worker then spent ~7 millicores in its consumer
+# thread, fetching twice a second. So the wait adapts: short while fetches
+# bring records (or partitions are paused), long once one comes back empty
+# with nothing paused. An idle worker fetches every 2 s, and an arriving
+# record still ends the long poll at once (the fetch covers every partition).
+FETCH_BUSY_WAIT_MS = 100
+FETCH_IDLE_WAIT_MS = 2_000
+ROUTINE_BUSY_S = 0.2
+ROUTINE_IDLE_S = 1.0
 
 import aiokafka as _aiokafka  # noqa: E402
 from faust.transport.drivers import aiokafka as _driver  # noqa: E402
@@ -67,8 +77,26 @@ from faust.transport.drivers import aiokafka as _driver  # noqa: E402
 
 class _Consumer(_aiokafka.AIOKafkaConsumer):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["fetch_max_wait_ms"] = FETCH_MAX_WAIT_MS
+        kwargs["fetch_max_wait_ms"] = FETCH_BUSY_WAIT_MS
         super().__init__(*args, **kwargs)
+
+    async def start(self) -> None:
+        await super().start()
+        fetcher = self._fetcher
+        fetch = fetcher._proc_fetch_request
+
+        async def fetch_adapting(assignment: Any, node_id: int, request: Any) -> bool:
+            got = bool(await fetch(assignment, node_id, request))
+            paused = fetcher._subscriptions.paused_partitions()
+            idle = not got and not paused
+            fetcher._fetch_max_wait_ms = FETCH_IDLE_WAIT_MS if idle else FETCH_BUSY_WAIT_MS
+            # And how often the fetch routine looks around between events:
+            # aiokafka's 200 ms while busy (measured: 1 s throughout made a
+            # 10k burst ~1.5 s later), 1 s while idle.
+            fetcher._fetcher_timeout = ROUTINE_IDLE_S if idle else ROUTINE_BUSY_S
+            return got
+
+        fetcher._proc_fetch_request = fetch_adapting
 
 
 class _AiokafkaForFaust:
@@ -146,3 +174,24 @@ async def _wait_first(self: Any, *coros: Any, timeout: Any = None) -> Any:
 
 
 _FaustConsumer.wait_first = _wait_first  # type: ignore[method-assign]
+
+
+# Faust checks every assigned partition for a stalled stream every 7 s
+# (2.5 commit intervals): the largest share of an idle worker's CPU in a
+# profile (bench/ idle workload: 20% of its main thread). The check only logs;
+# once a minute still catches a stall.
+from time import monotonic as _monotonic  # noqa: E402
+
+LIVELOCK_CHECK_S = 60.0
+_verify_partitions = _FaustConsumer.verify_all_partitions_active
+
+
+async def _verify_partitions_rarely(self: Any) -> None:
+    now = _monotonic()
+    if now - getattr(self, "_scheduler_verified_at", -LIVELOCK_CHECK_S) < LIVELOCK_CHECK_S:
+        return
+    self._scheduler_verified_at = now
+    await _verify_partitions(self)
+
+
+_FaustConsumer.verify_all_partitions_active = _verify_partitions_rarely  # type: ignore[method-assign]

@@ -38,7 +38,7 @@ from scheduler.topics import keyed_commands_topic
 log = logging.getLogger(__name__)
 
 #: How far ahead a timer loads due instants into memory.
-WINDOW_US = 10_000_000
+WINDOW_US = 30_000_000
 #: The most entries one refill loads; a crowded window is loaded in slices.
 REFILL_LIMIT = 50_000
 #: After sending wake-ups, the timer waits this long before it sends more: an
