@@ -24,6 +24,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from scheduler.errors import BrokerError, SchedulerError
 from scheduler.settings import Settings
@@ -88,30 +89,27 @@ async def replay(
         await consumer.stop()
 
 
-async def _partitions(consumer: object, topic: str) -> list[int]:
+async def _partitions(consumer: Any, topic: str) -> list[int]:
     for _ in range(20):
-        parts = consumer.partitions_for_topic(topic)  # type: ignore[attr-defined]
+        parts = consumer.partitions_for_topic(topic)
         if parts:
             return sorted(parts)
-        await consumer._client.force_metadata_update()  # type: ignore[attr-defined]
+        await consumer._client.force_metadata_update()
     raise SchedulerError(f"topic: {topic!r} does not exist on this broker")
 
 
-async def _plan(consumer: object, tps: list[object], since: datetime | None) -> list[Move]:
-    c = consumer  # aiokafka's consumer, untyped
+async def _plan(consumer: Any, tps: list[Any], since: datetime | None) -> list[Move]:
     if since is None:
-        targets = await c.beginning_offsets(tps)  # type: ignore[attr-defined]
+        targets = await consumer.beginning_offsets(tps)
     else:
-        ends = await c.end_offsets(tps)  # type: ignore[attr-defined]
-        found = await c.offsets_for_times(  # type: ignore[attr-defined]
-            {tp: int(since.timestamp() * 1000) for tp in tps}
-        )
+        ends = await consumer.end_offsets(tps)
+        found = await consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in tps})
         # No record at or after ``since``: nothing to replay there, start at the end.
         targets = {tp: found[tp].offset if found.get(tp) else ends[tp] for tp in tps}
     moves = []
     for tp in tps:
-        committed = await c.committed(tp)  # type: ignore[attr-defined]
-        moves.append(Move(tp.partition, committed, int(targets[tp])))  # type: ignore[attr-defined]
+        committed = await consumer.committed(tp)
+        moves.append(Move(tp.partition, committed, int(targets[tp])))
     return moves
 
 
@@ -139,8 +137,8 @@ async def _wait_idle(settings: Settings, wait: float) -> None:
         await admin.close()
 
 
-async def _group_state(admin: object, group: str) -> tuple[str, list[str]]:
-    responses = await admin.describe_consumer_groups([group])  # type: ignore[attr-defined]
+async def _group_state(admin: Any, group: str) -> tuple[str, list[str]]:
+    responses = await admin.describe_consumer_groups([group])
     for response in responses:
         for described in response.groups:
             # (error_code, group_id, state, protocol_type, protocol, members, ...)
