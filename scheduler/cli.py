@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.errors import BrokerError, InvalidCommand, SchedulerError
+from scheduler.replay import REPLAYABLE
 from scheduler.settings import Settings, configure
 
 EXIT_BAD_INPUT = 2
@@ -351,17 +352,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
             "bad_input", f"--since: not an ISO-8601 instant: {args.since!r}"
         ) from None
     moves = asyncio.run(replay(settings, args.topic, since, dry_run=args.dry_run, wait=args.wait))
-    verb = "would move" if args.dry_run else "moved"
-    rows = [
-        {
-            "partition": m.partition,
-            "committed": m.committed,
-            "target": m.target,
-            "records": m.records,
-        }
-        for m in moves
-    ]
     if args.json:
+        rows = [
+            {
+                "partition": m.partition,
+                "committed": m.committed,
+                "target": m.target,
+                "records": m.records,
+            }
+            for m in moves
+        ]
         print(
             json.dumps(
                 {
@@ -373,6 +373,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             )
         )
         return 0
+    verb = "would move" if args.dry_run else "moved"
     print(f"group {settings.app_id}, topic {settings.topic(args.topic)}: {verb} offsets")
     for m in moves:
         before = "none" if m.committed is None else str(m.committed)
@@ -442,7 +443,7 @@ def _parser() -> argparse.ArgumentParser:
     p = add(
         "replay", cmd_replay, "move the workers' group offsets back on a topic (workers stopped)"
     )
-    p.add_argument("topic", choices=("schedule-commands", "firings", "firings-retry"))
+    p.add_argument("topic", choices=REPLAYABLE)
     p.add_argument("--since", help="ISO-8601 instant: read again every record from it on")
     p.add_argument("--from-beginning", dest="beginning", action="store_true")
     p.add_argument("--dry-run", action="store_true", help="print the offsets, commit nothing")
