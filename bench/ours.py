@@ -313,6 +313,8 @@ async def emitted(
 ) -> dict[str, Any]:
     """Lateness at the ``firings`` topic (``fired_at - scheduled_for``): the timer's share.
 
+    Negative when the firing was written ahead of its instant (``fire_ahead``).
+
     The rest of a delivery's lateness is the executor's: consuming ``firings``
     and delivering. Read from the topic's beginning to its current end.
     """
@@ -349,6 +351,8 @@ async def emitted(
                     if record.key not in wanted:
                         continue
                     firing = json.loads(record.value)
+                    if "firing_id" not in firing:
+                        continue  # a revocation, not a firing
                     scheduled = epoch(firing["scheduled_for"])
                     if window is None or window[0] <= scheduled < window[1]:
                         late.append(epoch(firing["fired_at"]) - scheduled)

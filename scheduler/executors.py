@@ -132,13 +132,44 @@ class Executors:
         try:
             producer = await self._producer(conn["host"])
             await producer.send_and_wait(conn["topic"], value=value, key=key, headers=headers)
-        except _KAFKA_RETRYABLE as exc:
-            return Result(Outcome.RETRYABLE, f"{type(exc).__name__}: {exc}")
         except kafka_errors.KafkaError as exc:
-            retryable = getattr(exc, "retriable", False)
-            outcome = Outcome.RETRYABLE if retryable else Outcome.PERMANENT
-            return Result(outcome, f"{type(exc).__name__}: {exc}")
+            return _kafka_failure(exc)
         return Result(Outcome.SUCCESS)
+
+    async def deliver_kafka(self, firings: list[dict[str, Any]]) -> list[Result]:
+        """Deliver many Kafka firings at once: all queued first, then their acks awaited.
+
+        The same records, headers and outcomes as one ``deliver`` each, without
+        a task, a timeout and a round trip wait per firing. The batch is
+        bounded by the longest ``timeout`` among its tasks.
+        """
+        results: list[Result | None] = [None] * len(firings)
+        pending: dict[asyncio.Future[Any], int] = {}
+        limit = 0.0
+        for index, firing in enumerate(firings):
+            task = firing["task"]
+            conn = task["connection"]
+            limit = max(limit, float(task["timeout"]))
+            key = (conn.get("key") or firing["schedule_id"]).encode("utf-8")
+            value = json.dumps(task.get("data"), ensure_ascii=False).encode("utf-8")
+            headers = [(name, text.encode()) for name, text in delivery_headers(firing).items()]
+            try:
+                producer = await self._producer(conn["host"])
+                future = await producer.send(conn["topic"], value=value, key=key, headers=headers)
+            except Exception as exc:
+                results[index] = _kafka_failure(exc)
+                continue
+            pending[future] = index
+        if pending:
+            done, late = await asyncio.wait(pending, timeout=limit)
+            for future in late:
+                future.cancel()
+                results[pending[future]] = Result(Outcome.RETRYABLE, f"timed out after {limit:g}s")
+            for future in done:
+                error = future.exception()
+                outcome = _kafka_failure(error) if error else Result(Outcome.SUCCESS)
+                results[pending[future]] = outcome
+        return [result or Result(Outcome.PERMANENT, "not attempted") for result in results]
 
     # -- Redis ---------------------------------------------------------------
 
@@ -180,3 +211,14 @@ class Executors:
             await producer.stop()
         for client in self._redis.values():
             await client.aclose()
+
+
+def _kafka_failure(exc: BaseException) -> Result:
+    """A Kafka error as a result: the cluster's "not now" errors may be retried."""
+    if isinstance(exc, _KAFKA_RETRYABLE):
+        return Result(Outcome.RETRYABLE, f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, kafka_errors.KafkaError):
+        retryable = getattr(exc, "retriable", False)
+        outcome = Outcome.RETRYABLE if retryable else Outcome.PERMANENT
+        return Result(outcome, f"{type(exc).__name__}: {exc}")
+    return Result(Outcome.RETRYABLE, f"{type(exc).__name__}: {exc}")

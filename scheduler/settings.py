@@ -62,6 +62,13 @@ class Settings(BaseSettings):
     standby_replicas: int = Field(default=1, ge=0)
     """Warm copies of each table partition on other workers, for fast failover."""
 
+    fire_ahead: float = Field(default=5.0, ge=0, le=10)
+    """Seconds before its instant a schedule is fired: its firing is written to
+    ``firings`` then, and the executor holds it until the instant. The work of
+    firing is done ahead, so a burst of instants is delivered on time; a
+    delete, a pause or a change accepted meanwhile revokes the held firing. 0
+    fires at the instant."""
+
     max_in_flight: int = Field(default=256, ge=1, le=10_000)
     """Deliveries running at once per worker (all targets together)."""
 

@@ -22,6 +22,8 @@ from scheduler.timezones import resolve_zone, to_local
 from scheduler.triggers import next_fire
 
 _BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
+_COMMAND_MEMBER = b',"command":'
+
 _TICK = timedelta(microseconds=1)
 
 
@@ -51,6 +53,12 @@ class ScheduleRecord:
     """The due instant whose wake-up produced ``last_batch``."""
     last_batch: tuple[datetime, ...] = ()
     """What that wake-up fired: re-sent if the same wake-up is replayed after a crash."""
+    ahead: tuple[datetime, ...] = ()
+    """Instants fired ahead of time whose firings may still be held by an executor
+    (they were later than the wake-up that fired them): a command that revokes
+    them takes them back out of ``fire_count`` (see :func:`revoke`)."""
+    before_ahead: datetime | None = None
+    """``last_fired_at`` as it was before the instants in ``ahead`` were fired."""
 
     @property
     def paused(self) -> bool:
@@ -78,26 +86,40 @@ class ScheduleRecord:
             "last_missed_at": _opt_format(self.last_missed_at),
             "last_wake": _opt_format(self.last_wake),
             "last_batch": [format_utc(t, micros=True) for t in self.last_batch],
+            "ahead": [format_utc(t, micros=True) for t in self.ahead],
+            "before_ahead": _opt_format(self.before_ahead),
         }
 
     def to_bytes(self) -> bytes:
-        """``to_json()`` as JSON, the command spliced in from its cached encoding.
+        """``to_json()`` as JSON: the state first, then the command from its cached encoding.
 
         The command is most of a record and rarely changes between two writes
-        of it, so it is not encoded again each time the state moves.
+        of it, so it is not encoded again each time the state moves; and with
+        it last, :meth:`from_bytes` can hand its bytes to pydantic as they are.
         """
-        rest = json.dumps(self._state_json(), ensure_ascii=False, separators=(",", ":")).encode()
-        return b'{"command":' + self.command.json_bytes + b"," + rest[1:]
+        state = json.dumps(self._state_json(), ensure_ascii=False, separators=(",", ":")).encode()
+        return state[:-1] + _COMMAND_MEMBER + self.command.json_bytes + b"}"
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> ScheduleRecord:
-        return cls.from_json(json.loads(raw))
+        # The state's members are ids, enums, instants and counts: the first
+        # ',"command":' in the record is where the command starts. Records
+        # written with the command first (before 2026-12) are read whole.
+        cut = -1 if raw.startswith(b'{"command":') else raw.find(_COMMAND_MEMBER)
+        if cut < 0:
+            return cls.from_json(json.loads(raw))
+        command = Command.from_json_bytes(raw[cut + len(_COMMAND_MEMBER) : -1])
+        return cls._with_state(json.loads(raw[:cut] + b"}"), command)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ScheduleRecord:
+        return cls._with_state(data, Command.model_validate(data["command"]))
+
+    @classmethod
+    def _with_state(cls, data: dict[str, Any], command: Command) -> ScheduleRecord:
         return cls(
             schedule_id=data["schedule_id"],
-            command=Command.model_validate(data["command"]),
+            command=command,
             status=Status(data["status"]),
             accepted_at=parse_utc(data["accepted_at"]),
             created_at=parse_utc(data["created_at"]),
@@ -109,6 +131,8 @@ class ScheduleRecord:
             last_missed_at=_opt_parse(data.get("last_missed_at")),
             last_wake=_opt_parse(data.get("last_wake")),
             last_batch=tuple(parse_utc(t) for t in data.get("last_batch", ())),
+            ahead=tuple(parse_utc(t) for t in data.get("ahead", ())),
+            before_ahead=_opt_parse(data.get("before_ahead")),
         )
 
 
@@ -243,13 +267,18 @@ def wake(
     decided = misfire.plan(
         due,
         lambda t: next_instant(cmd, record.accepted_at, t),
-        now,
+        max(now, due),  # woken ahead of its instant (fire-ahead): the instant is on time
         policy=cmd.misfire_policy,
         grace=timedelta(seconds=cmd.misfire_grace),
         threshold=threshold,
         remaining=budget,
     )
     fired = tuple(decided.fire)
+    # Instants fired ahead of ``now`` wait at an executor until they are due;
+    # they are remembered until a later wake-up finds them past.
+    pending = tuple(t for t in record.ahead if t > now)
+    ahead = pending + tuple(t for t in fired if t > now)
+    before_ahead = (record.before_ahead if pending else record.last_fired_at) if ahead else None
     last_missed = record.last_missed_at
     if decided.last_missed is not None:
         last_missed = decided.last_missed
@@ -263,8 +292,52 @@ def wake(
         last_missed_at=last_missed,
         last_wake=due,
         last_batch=fired,
+        ahead=ahead,
+        before_ahead=before_ahead,
     )
     return Wake(updated, fired, changed=True)
+
+
+def revokes(record: ScheduleRecord, command: Command) -> bool:
+    """Whether ``command`` takes back the firings ``record`` has waiting ahead of time.
+
+    Delete and pause do; so does an upsert that changes the schedule (its
+    waiting firings carry the old definition). An unchanged upsert, a resume
+    and a trigger leave them be.
+    """
+    if not record.ahead:
+        return False
+    if command.action in (Action.DELETE, Action.PAUSE):
+        return True
+    if command.action is Action.UPSERT:
+        return command.json_bytes != record.command.json_bytes
+    return False
+
+
+def revoke(record: ScheduleRecord, after: datetime) -> tuple[ScheduleRecord, tuple[datetime, ...]]:
+    """Take back the instants fired ahead that are later than ``after``.
+
+    Returns the record as if they had never been fired (the first of them is
+    its next instant again, and they leave ``fire_count``), and the instants:
+    the caller revokes their firings on the ``firings`` topic.
+    """
+    revoked = tuple(t for t in record.ahead if t > after)
+    if not revoked:
+        return record, ()
+    kept = tuple(t for t in record.ahead if t <= after)
+    status = Status.ACTIVE if record.status is Status.COMPLETED else record.status
+    rolled_back = replace(
+        record,
+        status=status,
+        next_fire_at=revoked[0],
+        fire_count=max(record.fire_count - len(revoked), 0),
+        last_fired_at=kept[-1] if kept else record.before_ahead,
+        last_wake=record.last_wake if record.last_wake and record.last_wake <= after else None,
+        last_batch=tuple(t for t in record.last_batch if t <= after),
+        ahead=kept,
+        before_ahead=record.before_ahead if kept else None,
+    )
+    return rolled_back, revoked
 
 
 def describe(record: ScheduleRecord) -> dict[str, Any]:
@@ -336,6 +409,18 @@ def firing(
         "client": cmd.client.model_dump(mode="json"),
         "task": cmd.task.model_dump(mode="json") if cmd.task else None,
     }
+
+
+def firing_bytes(
+    record: ScheduleRecord, scheduled_for: datetime, firing_id: str, fired_at: datetime
+) -> bytes:
+    """:func:`firing` as JSON, its command's part encoded once per command."""
+    head = (
+        f'{{"firing_id":"{firing_id}","schedule_id":"{record.schedule_id}",'
+        f'"scheduled_for":"{format_utc(scheduled_for, micros=True)}",'
+        f'"fired_at":"{format_utc(fired_at, micros=True)}","attempt":1,'
+    )
+    return head.encode() + record.command.firing_fields + b"}"
 
 
 def _opt_format(value: datetime | None, *, micros: bool = True) -> str | None:

@@ -67,6 +67,10 @@ _rekeyed = metrics.counter(
 _applied = metrics.counter("scheduler_commands_applied_total", "commands applied to the table")
 _fired = metrics.counter("scheduler_firings_total", "firings emitted")
 _missed = metrics.counter("scheduler_missed_instants_total", "due instants not fired (misfire)")
+_revoked = metrics.counter(
+    "scheduler_firings_revoked_total",
+    "firings written ahead and taken back by a delete, pause or change before their instant",
+)
 _stale = metrics.counter("scheduler_wakeups_stale_total", "wake-ups for outdated instants")
 
 
@@ -264,12 +268,26 @@ async def _apply(
     outbox: Outbox,
 ) -> None:
     current = _load(key, partition)
+    base: state.ScheduleRecord | None = current
+    revoked: tuple[datetime, ...] = ()
+    if current is not None and state.revokes(current, command):
+        base, revoked = state.revoke(current, accepted_at)
     try:
-        updated = state.apply(current, command, accepted_at)
+        updated = state.apply(base, command, accepted_at)
     except InvalidCommand as exc:
         await reject(exc, key, original)
         return
     _store(key, partition, current, updated, outbox)
+    if revoked:
+        assert current is not None
+        _revoke(current.schedule_id, revoked, command.action, partition, outbox)
+        if _keeps_history(current):
+            await history.record(
+                current.schedule_id,
+                "revoked",
+                by=command.action.value,
+                scheduled_for=[format_utc(t, micros=True) for t in revoked],
+            )
     _applied.inc()
     await _command_history(command, current, updated)
     if command.action is Action.TRIGGER and updated is not None:
@@ -357,6 +375,30 @@ async def _wake(key: bytes, due_us: int, partition: int, outbox: Outbox) -> None
         await _emit(outcome.record, instant, firing_id, partition, outbox)
 
 
+def _revoke(
+    schedule_id: str,
+    instants: tuple[datetime, ...],
+    action: Action,
+    partition: int,
+    outbox: Outbox,
+) -> None:
+    """Take back firings written ahead of their instant: executors drop them unsent.
+
+    The record goes to the same ``firings`` partition as the firings, after
+    them, so whichever worker holds them reads it before their instant.
+    """
+    body = {
+        "revoked": [ids.firing_id(schedule_id, t) for t in instants],
+        "schedule_id": schedule_id,
+        "scheduled_for": [format_utc(t, micros=True) for t in instants],
+        "by": action.value,
+        "revoked_at": format_utc(clock.now(), micros=True),
+    }
+    outbox.add(_firings_topic(), partition, schedule_id.encode(), json.dumps(body).encode())
+    _revoked.inc(len(instants))
+    log.debug("revoked %d firings of %s (%s)", len(instants), schedule_id, action.value)
+
+
 def _drop_stale(partition: int, entry: bytes, outbox: Outbox) -> None:
     if tables.read(timers, partition, entry) is not None:
         tables.erase(timers, partition, entry, outbox)
@@ -370,8 +412,7 @@ async def _emit(
     outbox: Outbox,
 ) -> None:
     """One firing to ``firings``, keyed by schedule id, on the schedule's own partition."""
-    firing = state.firing(record, scheduled_for, firing_id, clock.now())
-    body = json.dumps(firing, ensure_ascii=False).encode()
+    body = state.firing_bytes(record, scheduled_for, firing_id, clock.now())
     outbox.add(_firings_topic(), partition, record.schedule_id.encode(), body)
     _fired.inc()
     if _keeps_history(record):
@@ -379,7 +420,7 @@ async def _emit(
             record.schedule_id,
             "fired",
             firing_id=firing_id,
-            scheduled_for=firing["scheduled_for"],
+            scheduled_for=format_utc(scheduled_for, micros=True),
         )
     log.debug("fired %s for %s", firing_id, scheduled_for)
 

@@ -6,6 +6,13 @@ Each source record is acknowledged only when its delivery is settled
 mid-delivery leaves the record uncommitted and whoever owns the partition
 next delivers it again (same ``Idempotency-Key``).
 
+A firing written ahead of its instant (``fire_ahead``, see
+``scheduler.streams.timers``) waits here, in memory, until its
+``scheduled_for``, its record unacknowledged; a revocation on the same
+partition (``{"revoked": [firing ids], ...}``, written when a delete, a pause
+or a change of the schedule comes first) drops it unsent. Nothing is ever
+delivered before its ``scheduled_for``.
+
 A retry waits in memory until its ``not_before``, with its record
 unacknowledged: waiting costs a sleeping task, not a consumer, so a long
 wait for one schedule never holds back another's firings, and a restart
@@ -16,6 +23,7 @@ re-reads every retry that was not settled. A retry is never sent before its
 from __future__ import annotations
 
 import asyncio
+import heapq
 import json
 import logging
 from collections import defaultdict
@@ -23,7 +31,7 @@ from typing import Any
 
 from scheduler import clock, metrics
 from scheduler.app import app, settings
-from scheduler.delivery import RetryPolicy, Verdict, attempt_error
+from scheduler.delivery import Result, RetryPolicy, Verdict, attempt_error
 from scheduler.executors import Executors
 from scheduler.models import Task
 from scheduler.streams import history
@@ -41,6 +49,9 @@ _succeeded = metrics.counter("scheduler_deliveries_succeeded_total", "deliveries
 _failed = metrics.counter("scheduler_deliveries_failed_total", "delivery attempts that failed")
 _retried = metrics.counter("scheduler_deliveries_retried_total", "failures sent to firings-retry")
 _dead = metrics.counter("scheduler_deliveries_dead_total", "firings sent to firings-dead")
+_revocations = metrics.counter(
+    "scheduler_held_firings_revoked_total", "held firings dropped unsent because they were revoked"
+)
 _in_flight = metrics.counter("scheduler_deliveries_started_total", "delivery attempts started")
 
 
@@ -54,10 +65,14 @@ def slots() -> asyncio.Semaphore:
 async def attempt(firing: dict[str, Any]) -> None:
     """One delivery attempt, then whatever its outcome calls for."""
     _in_flight.inc()
+    await conclude(firing, await executors.deliver(firing))
+
+
+async def conclude(firing: dict[str, Any], result: Result) -> None:
+    """What an attempt's ``result`` calls for: history, and a retry or the dead letter."""
     task = firing["task"]
     sid = firing["schedule_id"]
     number = int(firing["attempt"])
-    result = await executors.deliver(firing)
     keep_history = bool(task.get("history_check"))
     common = {
         "firing_id": firing["firing_id"],
@@ -101,14 +116,161 @@ async def attempt(firing: dict[str, Any]) -> None:
         await history.record(sid, "dead", reason=decision.reason, error=result.error, **common)
 
 
+class _Held:
+    """Firings written ahead of their instant, waiting here until it comes.
+
+    One task sleeps until the earliest instant and then starts every firing
+    due, so a burst of 10,000 firings for the same second wakes it once.
+    Each held firing's record stays unacknowledged until it is delivered or
+    revoked, so a worker that dies meanwhile loses none of them: the
+    partition's next owner reads them again (and any revocation after them).
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[int, int, str]] = []
+        self._by_id: dict[str, tuple[dict[str, Any], Any, Any]] = {}
+        self._seq = 0
+        self._alarm: asyncio.Future[None] | None = None
+        self._task: asyncio.Future[None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    async def hold(self, due_us: int, firing: dict[str, Any], stream: Any, event: Any) -> None:
+        firing_id = firing["firing_id"]
+        if firing_id in self._by_id:
+            # The same firing again (written twice after a crash): one is enough.
+            await stream.ack(event)
+            return
+        self._by_id[firing_id] = (firing, stream, event)
+        self._seq += 1
+        earliest = self._heap[0][0] if self._heap else None
+        heapq.heappush(self._heap, (due_us, self._seq, firing_id))
+        if earliest is not None and due_us < earliest:
+            _ring(self._alarm)  # sleeping past this one: look again
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._release())
+
+    async def revoke(self, firing_ids: list[str]) -> int:
+        """Drop the held firings named; their records are settled (acknowledged)."""
+        dropped = 0
+        for firing_id in firing_ids:
+            held = self._by_id.pop(firing_id, None)
+            if held is not None:
+                _, stream, event = held
+                await stream.ack(event)
+                dropped += 1
+        return dropped
+
+    def forget(self, partitions: set[Any]) -> None:
+        """Drop the held firings of revoked partitions, unacknowledged.
+
+        Their partitions' next owner reads them again.
+        """
+        for firing_id, (_, _, event) in list(self._by_id.items()):
+            if event.message.tp in partitions:
+                del self._by_id[firing_id]
+
+    async def _release(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._by_id:
+            while self._heap and self._heap[0][2] not in self._by_id:
+                heapq.heappop(self._heap)  # revoked or forgotten
+            if not self._heap:
+                break
+            now_us = clock.now_us()
+            wait_us = self._heap[0][0] - now_us
+            if wait_us > 0:
+                # Never early: sleep until the wall clock reaches the instant
+                # (and look again: a sleep may end a little before it).
+                self._alarm = loop.create_future()
+                alarm = loop.call_later(wait_us / 1_000_000, _ring, self._alarm)
+                try:
+                    await self._alarm
+                finally:
+                    alarm.cancel()
+                    self._alarm = None
+                continue
+            # Everything due by now goes together: at thousands of firings a
+            # second, instants a fraction of a millisecond apart share a turn.
+            due: list[tuple[dict[str, Any], Any, Any]] = []
+            while self._heap and self._heap[0][0] <= now_us:
+                _, _, firing_id = heapq.heappop(self._heap)
+                held = self._by_id.pop(firing_id, None)
+                if held is not None:
+                    due.append(held)
+            await _start_many(due)
+        self._heap.clear()
+
+
+def _ring(alarm: asyncio.Future[None] | None) -> None:
+    if alarm is not None and not alarm.done():
+        alarm.set_result(None)
+
+
+_held = _Held()
+metrics.gauge("scheduler_firings_held", lambda: len(_held), "firings waiting for their instant")
+
+
+async def _start(firing: dict[str, Any], stream: Any, event: Any) -> None:
+    await slots().acquire()
+    running = asyncio.ensure_future(_settle(firing, stream, event))
+    _running.add(running)
+    running.add_done_callback(_running.discard)
+
+
+#: Kafka deliveries due at the same instant are produced together, this many
+#: to one delivery slot (they share the producer's batches and round trips).
+KAFKA_BATCH = 1_000
+
+
+async def _start_many(due: list[tuple[dict[str, Any], Any, Any]]) -> None:
+    """Start the firings due at one instant: Kafka ones in batches, the others one by one."""
+    kafka: list[tuple[dict[str, Any], Any, Any]] = []
+    for held in due:
+        if held[0]["task"]["type"] == "kafka":
+            kafka.append(held)
+        else:
+            await _start(*held)
+    for start in range(0, len(kafka), KAFKA_BATCH):
+        await slots().acquire()
+        running = asyncio.ensure_future(_settle_kafka(kafka[start : start + KAFKA_BATCH]))
+        _running.add(running)
+        running.add_done_callback(_running.discard)
+
+
+async def _settle_kafka(batch: list[tuple[dict[str, Any], Any, Any]]) -> None:
+    try:
+        _in_flight.inc(len(batch))
+        results = await executors.deliver_kafka([firing for firing, _, _ in batch])
+    except Exception:
+        log.exception("a batch of %d Kafka deliveries failed unexpectedly", len(batch))
+        return  # left unacknowledged, as in _settle
+    finally:
+        slots().release()
+    for (firing, stream, event), result in zip(batch, results, strict=True):
+        try:
+            await conclude(firing, result)
+        except Exception:
+            log.exception("delivery of %s failed unexpectedly", firing.get("firing_id"))
+            continue
+        await stream.ack(event)
+
+
 @app.agent(firings_topic, name="deliver-firings")
 async def deliver_firings(stream: Any) -> Any:
     async for event in stream.noack().events():
         firing = json.loads(event.value)
-        await slots().acquire()
-        running = asyncio.ensure_future(_settle(firing, stream, event))
-        _running.add(running)
-        running.add_done_callback(_running.discard)
+        revoked = firing.get("revoked")
+        if revoked is not None:
+            _revocations.inc(await _held.revoke(revoked))
+            await stream.ack(event)
+            continue
+        due_us = clock.to_us(parse_utc(firing["scheduled_for"]))
+        if due_us > clock.now_us():
+            await _held.hold(due_us, firing, stream, event)
+            continue
+        await _start(firing, stream, event)
 
 
 async def _settle(firing: dict[str, Any], stream: Any, event: Any) -> None:
@@ -147,7 +309,11 @@ async def _retry_when_due(record: dict[str, Any], stream: Any, event: Any) -> No
 
 @app.on_partitions_revoked.connect  # type: ignore[arg-type]
 async def _drop_waiting_retries(sender: Any, revoked: Any, **kwargs: Any) -> None:
-    """The partition's next owner re-reads these retries; waiting here would double them."""
+    """The partition's next owner re-reads these retries and held firings.
+
+    Keeping them here would deliver them twice.
+    """
+    _held.forget(set(revoked))
     for tp in revoked:
         for waiting in list(_waiting.pop(tp, ())):
             waiting.cancel()

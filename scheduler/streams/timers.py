@@ -8,6 +8,11 @@ keeps it only if it falls inside the horizon; anything later is read from
 the table when the horizon gets there. So a million schedules due next week
 cost disk, not memory.
 
+A timer wakes each instant ``fire_ahead`` seconds early (5 by default):
+the firing is then written ahead of time and an executor holds it until its
+instant (``scheduler.streams.delivery``), so the instant itself costs only
+the delivery.
+
 A timer does not fire anything itself. It sends the (instant, schedule)
 pairs that are due to ``schedule-commands-keyed``, to its own partition, as
 one record per batch, where the one agent allowed to write that partition's
@@ -31,7 +36,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from scheduler import clock, metrics
-from scheduler.app import app
+from scheduler.app import app, settings
 from scheduler.tables import partition_db, timers
 from scheduler.topics import keyed_commands_topic
 
@@ -69,8 +74,10 @@ class PartitionTimer:
         read_index: Callable[[int, int], list[tuple[int, str]]],
         send: Callable[[int, list[tuple[int, str]]], Awaitable[None]],
         now_us: Callable[[], int] = clock.now_us,
+        ahead_us: int = 0,
     ) -> None:
         self.partition = partition
+        self.ahead_us = ahead_us
         self._read_index = read_index
         self._send = send
         self._now_us = now_us
@@ -145,7 +152,7 @@ class PartitionTimer:
             if now >= self.horizon_us - WINDOW_US // 2:
                 self.refill(now)
             due: list[tuple[int, str]] = []
-            while self._heap and self._heap[0][0] <= now:
+            while self._heap and self._heap[0][0] <= now + self.ahead_us:
                 entry = heapq.heappop(self._heap)
                 self._queued.discard(entry)
                 due.append(entry)
@@ -159,7 +166,8 @@ class PartitionTimer:
                 await asyncio.sleep(MIN_GAP_S)
                 continue
             next_due = self._heap[0][0] if self._heap else self.horizon_us
-            wait_us = min(next_due, self.horizon_us - WINDOW_US // 2) - self._now_us()
+            wake_at = min(next_due - self.ahead_us, self.horizon_us - WINDOW_US // 2)
+            wait_us = wake_at - self._now_us()
             if wait_us <= 0:
                 continue
             self._wakeup.clear()
@@ -182,7 +190,12 @@ class TimerRegistry:
         for partition in set(self.timers) - wanted:
             self.timers.pop(partition).stop()
         for partition in sorted(wanted - set(self.timers)):
-            timer = PartitionTimer(partition, _index_reader(partition), send_wakeups)
+            timer = PartitionTimer(
+                partition,
+                _index_reader(partition),
+                send_wakeups,
+                ahead_us=int(settings.fire_ahead * 1_000_000),
+            )
             self.timers[partition] = timer
             timer.start()
             log.info("timer started for partition %d", partition)

@@ -1,9 +1,16 @@
-"""Partition timers on the real broker: on time, once, and never lost."""
+"""Partition timers on the real broker: on time, once, and never lost.
+
+These tests read the ``firings`` topic to watch the timers themselves, so
+their workers fire at the instant (``SCHEDULER_FIRE_AHEAD=0``): the
+arrival of a firing on the topic is then the timer's timing. The default,
+firing ahead and delivering at the instant, is in ``test_fire_ahead``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -21,6 +28,19 @@ pytestmark = pytest.mark.integration
 
 CLIENTS = Clients(operation="fire", application="timers", group="itest")
 client, sid_of = CLIENTS.client, CLIENTS.sid
+
+AT_THE_INSTANT = {"SCHEDULER_FIRE_AHEAD": "0"}
+
+
+@pytest.fixture(scope="module")
+def worker(kafka: LocalBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    """This module's worker, firing at the instant."""
+    started = Worker(
+        kafka.bootstrap, tmp_path_factory.mktemp("timers") / "data", extra_env=AT_THE_INSTANT
+    )
+    started.start()
+    yield started
+    started.stop()
 
 
 def upsert(key: str, kind: str, schedule: Any = None, **extra: Any) -> dict[str, Any]:
@@ -203,7 +223,7 @@ async def test_a_date_just_past_fires_once_by_default(worker: Worker) -> None:
 async def test_empty_data_dir_rebuilds_timers_from_the_changelog(
     kafka: LocalBroker, tmp_path: Path
 ) -> None:
-    first = Worker(kafka.bootstrap, tmp_path / "first")
+    first = Worker(kafka.bootstrap, tmp_path / "first", extra_env=AT_THE_INSTANT)
     first.start()
     async with Collector(first.bootstrap, first.topic("firings")) as firings:
         await send_commands(
@@ -211,7 +231,7 @@ async def test_empty_data_dir_rebuilds_timers_from_the_changelog(
         )
         await eventually(lambda: lookup(first, "survivor").get("status") == "active")
         first.stop()
-        fresh = first.sibling(tmp_path / "fresh", same_port=True)
+        fresh = first.sibling(tmp_path / "fresh", same_port=True, extra_env=AT_THE_INSTANT)
         fresh.start()
         try:
             await firings.wait(lambda _: len(firings_of(firings, "survivor")) >= 1, timeout=30)

@@ -17,8 +17,11 @@ from scheduler.state import (
     apply,
     describe,
     firing,
+    firing_bytes,
     first_fire,
     next_instant,
+    revoke,
+    revokes,
     wake,
 )
 from tests.commands import example
@@ -544,3 +547,111 @@ def test_a_firing_carries_everything_an_executor_needs() -> None:
     assert task["retry_wait"] == 60
     body["task"] = task
     json.dumps(body)
+
+
+def test_firing_bytes_is_the_firing_as_json() -> None:
+    record = created(command(name="naïve ☃"))
+    scheduled = T0 + 10 * SECOND
+    fired_at = scheduled - 4 * SECOND
+    encoded = firing_bytes(record, scheduled, "fir_abc", fired_at)
+    assert json.loads(encoded) == firing(record, scheduled, "fir_abc", fired_at)
+
+
+# --- stored form -----------------------------------------------------------------------------
+
+
+def test_a_record_reads_back_from_its_bytes_with_its_command_encoding() -> None:
+    task = {**example()["task"], "data": {"note": ',"command":{"x":1}'}}
+    cmd = command(task=task, end="2031-01-01T00:00:00")
+    record = wake(created(cmd), T0 + 10 * SECOND, T0 + 5 * SECOND).record
+    stored = record.to_bytes()
+    assert json.loads(stored) == record.to_json()  # still one JSON object
+    again = ScheduleRecord.from_bytes(stored)
+    assert again == record
+    assert again.command.json_bytes == cmd.json_bytes
+    assert again.to_bytes() == stored
+
+
+def test_a_record_stored_with_its_command_first_still_reads() -> None:
+    record = wake(created(), T0 + 10 * SECOND, T0 + 10 * SECOND).record
+    older = json.dumps(record.to_json()).encode()  # the layout written before 2026-12
+    assert older.startswith(b'{"command":')
+    assert ScheduleRecord.from_bytes(older) == record
+
+
+# --- fire-ahead ------------------------------------------------------------------------------
+
+
+def test_an_instant_woken_ahead_fires_and_is_remembered_as_ahead() -> None:
+    due = T0 + 10 * SECOND
+    outcome = wake(created(), due, due - 4 * SECOND)
+    assert outcome.fire == (due,)
+    assert outcome.record.ahead == (due,)
+    assert outcome.record.before_ahead is None
+    assert outcome.record.fire_count == 1
+    assert outcome.record.next_fire_at == due + 10 * SECOND
+    # The next wake-up after the instant forgets it (it is no longer pending).
+    later = wake(outcome.record, due + 10 * SECOND, due + 10 * SECOND)
+    assert later.record.ahead == ()
+    assert later.record.before_ahead is None
+
+
+def test_several_instants_ahead_are_all_pending() -> None:
+    cmd = command(schedule="1")
+    record = created(cmd)
+    now = T0 + SECOND - timedelta(milliseconds=200)
+    for step in range(1, 4):
+        record = wake(record, T0 + step * SECOND, now).record
+    assert record.ahead == (T0 + SECOND, T0 + 2 * SECOND, T0 + 3 * SECOND)
+    assert record.before_ahead is None
+    assert record.fire_count == 3
+
+
+def test_a_pause_revokes_the_instants_ahead_and_rolls_the_record_back() -> None:
+    cmd = command(schedule="1")
+    record = created(cmd)
+    record = wake(record, T0 + SECOND, T0 + SECOND).record  # fired on time
+    woken_at = T0 + 1.5 * SECOND
+    for step in (2, 3, 4):
+        record = wake(record, T0 + step * SECOND, woken_at).record
+    assert record.before_ahead == T0 + SECOND
+    pause = action("pause")
+    assert revokes(record, pause)
+    back, revoked = revoke(record, T0 + 2.5 * SECOND)
+    assert revoked == (T0 + 3 * SECOND, T0 + 4 * SECOND)
+    assert back.fire_count == 2
+    assert back.last_fired_at == T0 + 2 * SECOND
+    assert back.next_fire_at == T0 + 3 * SECOND
+    assert back.ahead == (T0 + 2 * SECOND,)
+    paused = applied(back, pause, T0 + 2.5 * SECOND)
+    assert paused.status is Status.PAUSED and paused.next_fire_at == T0 + 3 * SECOND
+    # Revoking everything ahead goes back to what was fired before them.
+    back, revoked = revoke(record, T0 + 1.2 * SECOND)
+    assert len(revoked) == 3 and back.last_fired_at == T0 + SECOND and back.ahead == ()
+
+
+def test_a_one_shot_revoked_ahead_keeps_its_instant() -> None:
+    due = T0 + 30 * SECOND
+    one_shot = created(command(type="date", schedule="2030-01-01T00:00:30.5"))
+    done = wake(one_shot, due, due - 3 * SECOND).record
+    assert done.status is Status.COMPLETED and done.ahead == (due,)
+    back, revoked = revoke(done, due - 2 * SECOND)
+    assert revoked == (due,)
+    assert back.status is Status.ACTIVE and back.next_fire_at == due
+    assert back.fire_count == 0 and back.last_fired_at is None and back.last_batch == ()
+    # Deleted or paused before its instant: it never fires; changed: it fires anew.
+    paused = applied(back, action("pause"), due - 2 * SECOND)
+    assert paused.status is Status.PAUSED and paused.next_fire_at == due
+    moved = applied(back, command(type="date", schedule="2030-01-01T00:00:40.5"), due - SECOND)
+    assert moved.next_fire_at == due + 10 * SECOND and moved.status is Status.ACTIVE
+
+
+def test_what_revokes_instants_ahead() -> None:
+    cmd = command(schedule="1")
+    record = wake(created(cmd), T0 + SECOND, T0).record
+    assert revokes(record, action("delete")) and revokes(record, action("pause"))
+    assert revokes(record, command(schedule="2"))
+    assert not revokes(record, command(schedule="1"))  # re-registered unchanged
+    assert not revokes(record, action("trigger")) and not revokes(record, action("resume"))
+    nothing_ahead = wake(created(cmd), T0 + SECOND, T0 + SECOND).record
+    assert not revokes(nothing_ahead, action("delete"))

@@ -1,0 +1,139 @@
+"""Firings written ahead of their instant (``fire_ahead``): held, delivered on time, revocable.
+
+Each schedule here is due a few seconds after it is registered, inside the
+worker's default 5 s fire-ahead, so its firing is on ``firings`` before its
+instant and an executor holds it. What must hold: nothing arrives before
+its instant, and a delete, a pause or a change accepted before the instant
+stops the held firing from going out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support import Clients, Collector, HttpTarget, Worker, eventually, instant, send_commands
+
+pytestmark = pytest.mark.integration
+
+CLIENTS = Clients(operation="ahead", application="exec", group="itest")
+client, sid_of = CLIENTS.client, CLIENTS.sid
+
+#: Seconds from registration to the instant: inside the fire-ahead, with room
+#: for the firing to be written and for the test to act before the instant.
+LEAD_S = 4.0
+
+
+def due_in(seconds: float) -> str:
+    """A whole-millisecond UTC instant ``seconds`` from now, as a ``date`` schedule."""
+    moment = datetime.fromtimestamp(round(time.time() + seconds, 3), tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def dated(key: str, url: str, at: str, data: Any) -> dict[str, Any]:
+    return {
+        "client": client(key),
+        "type": "date",
+        "schedule": at,
+        "timezone": "UTC",
+        "task": {"type": "rest", "connection": {"host": f"{url}/ok/{key}"}, "data": data},
+    }
+
+
+def schedule(worker: Worker, key: str) -> dict[str, Any]:
+    found: dict[str, Any] = httpx.get(f"{worker.url}/schedules/{sid_of(key)}").json()
+    return found
+
+
+async def fired_ahead(firings: Collector, key: str) -> dict[str, Any]:
+    """The firing of ``key`` once it is on ``firings``; it must be ahead of its instant."""
+    await firings.wait(lambda _: bool(firings.values(schedule_id=sid_of(key))), timeout=LEAD_S)
+    firing = firings.values(schedule_id=sid_of(key))[0]
+    assert instant(firing["fired_at"]) < instant(firing["scheduled_for"])
+    return firing
+
+
+async def test_a_held_firing_arrives_at_its_instant_not_before(
+    worker: Worker, http_target: HttpTarget
+) -> None:
+    async with Collector(worker.bootstrap, worker.topic("firings")) as firings:
+        at = due_in(LEAD_S)
+        await send_commands(worker, dated("on-time", http_target.url, at, {"v": 1}))
+        firing = await fired_ahead(firings, "on-time")
+        await eventually(lambda: http_target.of("on-time"), timeout=LEAD_S + 20)
+    calls = http_target.of("on-time")
+    assert len(calls) == 1
+    assert calls[0]["headers"]["X-Scheduled-For"] == firing["scheduled_for"]
+    assert calls[0]["headers"]["Idempotency-Key"] == firing["firing_id"]
+    assert instant(at) <= calls[0]["arrived"] < instant(at) + 1.0
+
+
+async def test_delete_and_pause_revoke_held_firings(
+    worker: Worker, http_target: HttpTarget
+) -> None:
+    async with Collector(worker.bootstrap, worker.topic("firings")) as firings:
+        at = due_in(LEAD_S)
+        await send_commands(
+            worker,
+            dated("deleted", http_target.url, at, {"v": 1}),
+            dated("paused", http_target.url, at, {"v": 1}),
+        )
+        held = {key: await fired_ahead(firings, key) for key in ("deleted", "paused")}
+        await send_commands(
+            worker,
+            {"action": "delete", "client": client("deleted")},
+            {"action": "pause", "client": client("paused")},
+        )
+        await firings.wait(
+            lambda _: len([r for r in firings.values() if "revoked" in r]) >= 2, timeout=LEAD_S
+        )
+        revoked = {r["schedule_id"]: r for r in firings.values() if "revoked" in r}
+        assert revoked[sid_of("deleted")]["revoked"] == [held["deleted"]["firing_id"]]
+        assert revoked[sid_of("deleted")]["by"] == "delete"
+        assert revoked[sid_of("paused")]["revoked"] == [held["paused"]["firing_id"]]
+        assert revoked[sid_of("paused")]["by"] == "pause"
+        # Past the instant, with time for a stray delivery to show up.
+        await asyncio.sleep(max(instant(at) - time.time(), 0) + 2.0)
+    assert http_target.of("deleted") == []
+    assert http_target.of("paused") == []
+    # The pause took the firing back out of the schedule's count: its instant stands.
+    paused = schedule(worker, "paused")
+    assert paused["status"] == "paused"
+    assert paused["fire_count"] == 0
+    assert instant(paused["next_fire_at"]) == instant(at)
+    assert httpx.get(f"{worker.url}/schedules/{sid_of('deleted')}").status_code == 404
+    # Resumed after its instant, the one-shot fires once, late (misfire policy fire_once).
+    await send_commands(worker, {"action": "resume", "client": client("paused")})
+    await eventually(lambda: http_target.of("paused"), timeout=30)
+    await asyncio.sleep(1.0)
+    assert len(http_target.of("paused")) == 1
+
+
+async def test_a_change_replaces_the_held_firing(worker: Worker, http_target: HttpTarget) -> None:
+    async with Collector(worker.bootstrap, worker.topic("firings")) as firings:
+        at = due_in(LEAD_S)
+        await send_commands(worker, dated("changed", http_target.url, at, {"v": 1}))
+        first = await fired_ahead(firings, "changed")
+        # Same instant, new payload: the held v1 firing is revoked, v2 fires instead.
+        await send_commands(worker, dated("changed", http_target.url, at, {"v": 2}))
+        await eventually(lambda: http_target.of("changed"), timeout=LEAD_S + 20)
+        await asyncio.sleep(1.5)
+        revocations = [r for r in firings.values(schedule_id=sid_of("changed")) if "revoked" in r]
+    calls = http_target.of("changed")
+    assert [c["body"] for c in calls] == [{"v": 2}]
+    assert revocations and revocations[0]["revoked"] == [first["firing_id"]]
+    assert calls[0]["headers"]["X-Scheduled-For"] == first["scheduled_for"]
+    assert instant(at) <= calls[0]["arrived"]
+    # An unchanged upsert (a client re-registering) leaves a held firing alone.
+    again = due_in(LEAD_S)
+    await send_commands(worker, dated("same", http_target.url, again, {"v": 1}))
+    await eventually(lambda: schedule(worker, "same").get("fire_count") == 1, timeout=LEAD_S)
+    await send_commands(worker, dated("same", http_target.url, again, {"v": 1}))
+    await eventually(lambda: http_target.of("same"), timeout=LEAD_S + 20)
+    await asyncio.sleep(1.5)
+    assert len(http_target.of("same")) == 1
