@@ -1,8 +1,9 @@
-"""Which HTTP client for the REST executor: aiohttp or httpx, measured here.
+"""Which HTTP client for the REST executor: ours, aiohttp or httpx, measured here.
 
 Runs a local aiohttp server in its own process and, from this process,
 sends the same number of JSON POSTs with each client at the same
-concurrency, through one pooled session each. Writes the table to
+concurrency, through one pooled session each, and counts this process's
+CPU time per POST (the server's is not counted). Writes the table to
 ``bench/results/http_clients.md``.
 
     .venv/bin/python bench/http_clients.py [--requests 5000] [--concurrency 64]
@@ -61,6 +62,25 @@ async def with_aiohttp(url: str, total: int, concurrency: int) -> float:
         return time.perf_counter() - start
 
 
+async def with_http1(url: str, total: int, concurrency: int) -> float:
+    from scheduler.http1 import HttpClient
+
+    client = HttpClient()
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one() -> None:
+        async with gate:
+            status, _ = await client.post(url, BODY, HEADERS, 10)
+            assert status == 200
+
+    try:
+        start = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(total)))
+        return time.perf_counter() - start
+    finally:
+        await client.close()
+
+
 async def with_httpx(url: str, total: int, concurrency: int) -> float:
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(limits=limits) as client:
@@ -94,17 +114,25 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}/hook"
     rows = []
     try:
-        for name, run in (("aiohttp", with_aiohttp), ("httpx", with_httpx)):
+        clients = (
+            ("scheduler.http1", with_http1),
+            ("aiohttp", with_aiohttp),
+            ("httpx", with_httpx),
+        )
+        for name, run in clients:
             asyncio.run(run(url, 200, args.concurrency))  # warm up
+            cpu = time.process_time()
             seconds = asyncio.run(run(url, args.requests, args.concurrency))
-            rows.append((name, args.requests, seconds, args.requests / seconds))
+            cpu_us = (time.process_time() - cpu) / args.requests * 1e6
+            rows.append((name, args.requests, seconds, args.requests / seconds, cpu_us))
             rate = args.requests / seconds
-            print(f"{name:8} {args.requests} POSTs in {seconds:.2f}s: {rate:,.0f}/s")
+            print(f"{name:16} {args.requests} POSTs in {seconds:.2f}s: {rate:,.0f}/s", end="")
+            print(f", {cpu_us:.0f} µs CPU each")
     finally:
         server.terminate()
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     lines = [
-        "# REST executor client: aiohttp vs httpx",
+        "# REST executor client: scheduler.http1 vs aiohttp vs httpx",
         "",
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.node()} "
         f"({os.cpu_count()} cores, Python {platform.python_version()}, "
@@ -113,9 +141,9 @@ def main() -> None:
         "",
         "Command: `.venv/bin/python bench/http_clients.py`",
         "",
-        "| client | POSTs | seconds | POST/s |",
-        "|---|---|---|---|",
-        *(f"| {n} | {r} | {s:.2f} | {rate:,.0f} |" for n, r, s, rate in rows),
+        "| client | POSTs | seconds | POST/s | client CPU per POST |",
+        "|---|---:|---:|---:|---:|",
+        *(f"| {n} | {r} | {s:.2f} | {rate:,.0f} | {cpu:.0f} µs |" for n, r, s, rate, cpu in rows),
         "",
     ]
     RESULTS.write_text("\n".join(lines))

@@ -1,12 +1,13 @@
-"""Deliver one firing to its target: REST over aiohttp, Kafka over aiokafka, Redis.
+"""Deliver one firing to its target: REST over our HTTP/1.1 client, Kafka over aiokafka, Redis.
 
-Connections are pooled and reused: one aiohttp session for every REST
-target, one producer per Kafka cluster, one client per Redis URL. aiohttp
-rather than httpx on this path: measured on this machine aiohttp's client
-sent ~12,900 POST/s against httpx's ~440 (``bench/http_clients.py``,
-results in ``bench/results/http_clients.md``), and
-Faust already ships it. Every attempt is bounded by the task's ``timeout``;
-a hang past it is a retryable failure.
+Connections are pooled and reused: kept-alive HTTP connections per origin
+(``scheduler.http1``), one producer per Kafka cluster, one client per Redis
+URL. For REST, three clients were measured on this machine
+(``bench/http_clients.py``, results in ``bench/results/http_clients.md``):
+httpx, aiohttp's client (the earlier choice, ~30 times faster than httpx)
+and ``scheduler.http1``, which spends a fraction of aiohttp's CPU per POST.
+Every attempt is bounded by the task's ``timeout``; a hang past it is a
+retryable failure.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 from aiokafka import AIOKafkaProducer
 from aiokafka import errors as kafka_errors
 
 from scheduler.delivery import Outcome, Result, classify_http, delivery_headers, redis_envelope
+from scheduler.http1 import HttpClient
 from scheduler.models import RedisMode
 
 if TYPE_CHECKING:
@@ -41,12 +42,19 @@ _KAFKA_RETRYABLE = (
 )
 
 
+#: How long the Kafka delivery producer waits to fill a batch. Every produce
+#: request is a socket write, and on this machine a write costs more than
+#: a firing's own work (bench/ steady profile); 5 ms adds at most that much
+#: to a delivery's lateness.
+DELIVERY_LINGER_MS = 5
+
+
 class Executors:
     """The pooled clients of one worker, and ``deliver`` for any task type."""
 
     def __init__(self, *, max_connections: int = 256) -> None:
         self._max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
+        self._http = HttpClient()
         self._producers: dict[str, AIOKafkaProducer] = {}
         self._producer_lock = asyncio.Lock()
         self._redis: dict[str, aioredis.Redis] = {}  # redis is imported on first use (~6 MiB)
@@ -70,35 +78,23 @@ class Executors:
 
     # -- REST ----------------------------------------------------------------
 
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=self._max_connections, limit_per_host=self._max_connections, ttl_dns_cache=300
-            )
-            self._session = aiohttp.ClientSession(connector=connector)
-        return self._session
-
     async def _rest(self, firing: dict[str, Any], task: dict[str, Any]) -> Result:
         conn = task["connection"]
         headers = {"Content-Type": "application/json", **(conn.get("headers") or {})}
         headers.update(delivery_headers(firing))
         body = json.dumps(task.get("data"), ensure_ascii=False).encode("utf-8")
-        timeout = aiohttp.ClientTimeout(total=task["timeout"])
         try:
-            async with self._http().post(
-                conn["host"], data=body, headers=headers, timeout=timeout
-            ) as response:
-                await response.read()
-                outcome = classify_http(response.status)
-                if outcome is Outcome.SUCCESS:
-                    return Result(outcome)
-                return Result(outcome, f"HTTP {response.status} {response.reason or ''}".strip())
+            status, reason = await self._http.post(conn["host"], body, headers, task["timeout"])
         except TimeoutError:
             return Result(Outcome.RETRYABLE, f"timed out after {task['timeout']:g}s")
-        except aiohttp.InvalidURL as exc:
-            return Result(Outcome.PERMANENT, f"invalid URL: {exc}")
-        except (aiohttp.ClientError, OSError) as exc:
+        except ValueError as exc:
+            return Result(Outcome.PERMANENT, f"invalid request: {exc}")
+        except OSError as exc:  # refused, reset, DNS, TLS: ConnectionError and ssl.SSLError too
             return Result(Outcome.RETRYABLE, f"{type(exc).__name__}: {exc}")
+        outcome = classify_http(status)
+        if outcome is Outcome.SUCCESS:
+            return Result(outcome)
+        return Result(outcome, f"HTTP {status} {reason}".strip())
 
     # -- Kafka ---------------------------------------------------------------
 
@@ -117,7 +113,7 @@ class Executors:
                     bootstrap_servers=servers,
                     acks="all",
                     enable_idempotence=True,
-                    linger_ms=2,
+                    linger_ms=DELIVERY_LINGER_MS,
                     max_batch_size=1_000_000,
                 )
                 await producer.start()
@@ -205,8 +201,7 @@ class Executors:
         return Result(Outcome.SUCCESS)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._http.close()
         for producer in self._producers.values():
             await producer.stop()
         for client in self._redis.values():

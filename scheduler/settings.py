@@ -75,8 +75,11 @@ class Settings(BaseSettings):
     producer_batch_bytes: int = Field(default=1_000_000, ge=16_384)
     """Kafka producer batch size per partition (bytes)."""
 
-    producer_linger_ms: float = Field(default=2.0, ge=0)
-    """How long the producer waits to fill a batch; adds at most this to latency."""
+    producer_linger_ms: float = Field(default=10.0, ge=0)
+    """How long the worker's producer waits to fill a batch; adds at most this to
+    latency. Firings are written ahead of their instant (``fire_ahead``), so
+    this delays no delivery; fewer, fuller produce requests left the steady
+    2,000 firings/s run (bench/) less CPU-bound than 2 ms did."""
 
     log_level: str = "info"
 

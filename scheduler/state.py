@@ -23,6 +23,9 @@ from scheduler.triggers import next_fire
 
 _BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
 _COMMAND_MEMBER = b',"command":'
+#: The most instants one wake-up fires ahead (a schedule every 10 ms would
+#: otherwise fire hundreds at once).
+MAX_PER_WAKE = 10
 
 _TICK = timedelta(microseconds=1)
 
@@ -249,8 +252,14 @@ def wake(
     now: datetime,
     *,
     threshold: timedelta = timedelta(seconds=1),
+    ahead: timedelta = timedelta(0),
 ) -> Wake:
     """Fire ``record`` for its due instant ``due``, as of ``now``.
+
+    With ``ahead`` (the fire-ahead), the instants that follow ``due`` within
+    ``ahead`` of it fire too, up to ``MAX_PER_WAKE``: a schedule that fires
+    every second is then woken, stored and re-indexed once for several
+    firings instead of once for each.
 
     A wake-up for an instant the record no longer waits for is stale (the
     schedule was updated, paused or already advanced) and does nothing,
@@ -273,29 +282,59 @@ def wake(
         threshold=threshold,
         remaining=budget,
     )
-    fired = tuple(decided.fire)
+    fire, next_fire = list(decided.fire), decided.next_fire
+    left = None if budget is None else budget - len(fire)
+    until = max(now, due) + ahead * _spread(record.schedule_id)
+    while (
+        next_fire is not None
+        and next_fire <= until
+        and len(fire) < MAX_PER_WAKE
+        and (left is None or left > 0)
+    ):
+        fire.append(next_fire)
+        left = None if left is None else left - 1
+        next_fire = next_instant(cmd, record.accepted_at, next_fire)
+    if left == 0:
+        next_fire = None  # max_fires reached
+    fired = tuple(fire)
     # Instants fired ahead of ``now`` wait at an executor until they are due;
     # they are remembered until a later wake-up finds them past.
     pending = tuple(t for t in record.ahead if t > now)
-    ahead = pending + tuple(t for t in fired if t > now)
-    before_ahead = (record.before_ahead if pending else record.last_fired_at) if ahead else None
+    early = tuple(t for t in fired if t > now)
+    settled = [t for t in fired if t <= now]
+    base = settled[-1] if settled else record.last_fired_at
+    before_ahead = (record.before_ahead if pending else base) if pending or early else None
     last_missed = record.last_missed_at
     if decided.last_missed is not None:
         last_missed = decided.last_missed
     updated = replace(
         record,
-        status=Status.ACTIVE if decided.next_fire is not None else Status.COMPLETED,
-        next_fire_at=decided.next_fire,
+        status=Status.ACTIVE if next_fire is not None else Status.COMPLETED,
+        next_fire_at=next_fire,
         fire_count=record.fire_count + len(fired),
         last_fired_at=fired[-1] if fired else record.last_fired_at,
         missed_count=record.missed_count + decided.missed,
         last_missed_at=last_missed,
         last_wake=due,
         last_batch=fired,
-        ahead=ahead,
+        ahead=pending + early,
         before_ahead=before_ahead,
     )
     return Wake(updated, fired, changed=True)
+
+
+def _spread(schedule_id: str) -> float:
+    """A fraction from 0.5 to 1 of the fire-ahead span, fixed per schedule.
+
+    Schedules registered together with the same period would otherwise all
+    wake in the same second every few seconds (a burst of wake-ups and of
+    firings written, measured as lateness spikes in bench/'s steady run);
+    spans of different lengths spread their wake-ups apart.
+    """
+    try:
+        return 0.5 + int(schedule_id[4:8], 16) / 0x1FFFE
+    except ValueError:
+        return 1.0
 
 
 def revokes(record: ScheduleRecord, command: Command) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import logging
 
@@ -80,5 +81,24 @@ def run(settings: Settings) -> None:
             # debug line on the hot path: 11% of a burst's CPU in a profile.
             self.spinner = None
 
+    _tune_gc()
     worker = Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()
+
+
+def _tune_gc() -> None:
+    """Fewer, cheaper garbage collections on the hot path.
+
+    The modules loaded by now (Faust, aiokafka, pydantic...) are never freed:
+    ``gc.freeze`` takes them out of every later collection. And a worker
+    allocates a few objects per firing that reference counting frees at
+    once; collecting generation 0 every 700 allocations (Python's default)
+    then mostly walks objects that are about to go anyway.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, 20, 20)
+
+
+#: Allocations between two collections of the youngest generation.
+GC_THRESHOLD = 20_000

@@ -39,7 +39,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka.partitioner import murmur2
@@ -94,6 +94,9 @@ async def reject(exc: InvalidCommand, key: bytes | None, original: bytes | str |
     log.info("rejected command: %s", exc.detail)
     await rejected_topic.send(key=key, value=rejection(exc, original))
 
+
+#: How far past a woken instant its schedule's next instants fire with it.
+_AHEAD = timedelta(seconds=settings.fire_ahead)
 
 #: The most events an agent takes at once (see ``scheduler.streams.batching``).
 BATCH_MAX = 1_000
@@ -348,7 +351,7 @@ async def _wake(key: bytes, due_us: int, partition: int, outbox: Outbox) -> None
         _stale.inc()
         return
     due = clock.from_us(due_us)
-    outcome = state.wake(current, due, clock.now())
+    outcome = state.wake(current, due, clock.now(), ahead=_AHEAD)
     if outcome.changed:
         _store(key, partition, current, outcome.record, outbox, keep=True)
         missed = outcome.record.missed_count - current.missed_count

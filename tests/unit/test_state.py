@@ -12,6 +12,7 @@ import pytest
 from scheduler.errors import InvalidCommand
 from scheduler.models import Command, parse_command
 from scheduler.state import (
+    MAX_PER_WAKE,
     ScheduleRecord,
     Status,
     apply,
@@ -655,3 +656,25 @@ def test_what_revokes_instants_ahead() -> None:
     assert not revokes(record, action("trigger")) and not revokes(record, action("resume"))
     nothing_ahead = wake(created(cmd), T0 + SECOND, T0 + SECOND).record
     assert not revokes(nothing_ahead, action("delete"))
+
+
+def test_a_wake_ahead_fires_the_following_instants_within_the_fire_ahead() -> None:
+    record = created(command(schedule="1"))
+    due = T0 + SECOND
+    outcome = wake(record, due, due - 5 * SECOND, ahead=5 * SECOND)
+    # Each schedule takes a fixed share from half to all of the span (spreading
+    # the wake-ups of schedules registered together): here 2.5 s to 5 s.
+    count = len(outcome.fire)
+    assert 3 <= count <= 6
+    assert outcome.fire == tuple(due + k * SECOND for k in range(count))
+    assert outcome.record.next_fire_at == due + count * SECOND
+    assert outcome.record.fire_count == count
+    assert outcome.record.ahead == outcome.fire
+    # Never more than MAX_PER_WAKE at once, and never past max_fires.
+    fast = created(command(schedule="0.1"))
+    many = wake(fast, T0 + SECOND / 10, T0, ahead=5 * SECOND)
+    assert len(many.fire) == MAX_PER_WAKE
+    assert many.record.next_fire_at == many.fire[-1] + SECOND / 10
+    capped = wake(created(command(schedule="1", max_fires=3)), due, T0, ahead=5 * SECOND)
+    assert len(capped.fire) == 3
+    assert capped.record.status is Status.COMPLETED and capped.record.next_fire_at is None
