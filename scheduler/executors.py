@@ -15,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka import errors as kafka_errors
+from aiokafka.partitioner import murmur2
 
 from scheduler.delivery import Outcome, Result, classify_http, delivery_headers, redis_envelope
 from scheduler.http1 import HttpClient
@@ -132,39 +134,53 @@ class Executors:
             return _kafka_failure(exc)
         return Result(Outcome.SUCCESS)
 
-    async def deliver_kafka(self, firings: list[dict[str, Any]]) -> list[Result]:
-        """Deliver many Kafka firings at once: all queued first, then their acks awaited.
+    async def deliver_kafka(
+        self, firings: list[dict[str, Any]], records: list[KafkaRecord] | None = None
+    ) -> list[Result]:
+        """Deliver many Kafka firings at once, as one prebuilt batch per topic partition.
 
-        The same records, headers and outcomes as one ``deliver`` each, without
-        a task, a timeout and a round trip wait per firing. The batch is
-        bounded by the longest ``timeout`` among its tasks.
+        The same records, keys, partitions (the default partitioner's murmur2
+        of the key) and headers as one ``deliver`` each, without a task, a
+        timeout and a send per firing. ``records``: the firings' records,
+        built ahead (:func:`kafka_record`) while the firings were held. The
+        batch is bounded by the longest ``timeout`` among its tasks.
         """
+        if records is None:
+            records = [kafka_record(firing) for firing in firings]
         results: list[Result | None] = [None] * len(firings)
-        pending: dict[asyncio.Future[Any], int] = {}
-        limit = 0.0
-        for index, firing in enumerate(firings):
-            task = firing["task"]
-            conn = task["connection"]
-            limit = max(limit, float(task["timeout"]))
-            key = (conn.get("key") or firing["schedule_id"]).encode("utf-8")
-            value = json.dumps(task.get("data"), ensure_ascii=False).encode("utf-8")
-            headers = [(name, text.encode()) for name, text in delivery_headers(firing).items()]
+        pending: dict[asyncio.Future[Any], list[int]] = {}
+        limit = max(float(firing["task"]["timeout"]) for firing in firings)
+        groups: dict[tuple[str, str], list[int]] = {}
+        for index, record in enumerate(records):
+            groups.setdefault((record.host, record.topic), []).append(index)
+        for (host, topic), indexes in groups.items():
             try:
-                producer = await self._producer(conn["host"])
-                future = await producer.send(conn["topic"], value=value, key=key, headers=headers)
+                producer = await self._producer(host)
+                partitions = sorted(await producer.partitions_for(topic))
+                by_partition: dict[int, list[int]] = {}
+                for index in indexes:
+                    chosen = partitions[records[index].key_hash % len(partitions)]
+                    by_partition.setdefault(chosen, []).append(index)
+                for partition, members in by_partition.items():
+                    for future, batch in await _send_batches(
+                        producer, topic, partition, members, records
+                    ):
+                        pending[future] = batch
             except Exception as exc:
-                results[index] = _kafka_failure(exc)
-                continue
-            pending[future] = index
+                for index in indexes:
+                    if results[index] is None and not _queued(pending, index):
+                        results[index] = _kafka_failure(exc)
         if pending:
             done, late = await asyncio.wait(pending, timeout=limit)
             for future in late:
                 future.cancel()
-                results[pending[future]] = Result(Outcome.RETRYABLE, f"timed out after {limit:g}s")
+                for index in pending[future]:
+                    results[index] = Result(Outcome.RETRYABLE, f"timed out after {limit:g}s")
             for future in done:
                 error = future.exception()
                 outcome = _kafka_failure(error) if error else Result(Outcome.SUCCESS)
-                results[pending[future]] = outcome
+                for index in pending[future]:
+                    results[index] = outcome
         return [result or Result(Outcome.PERMANENT, "not attempted") for result in results]
 
     # -- Redis ---------------------------------------------------------------
@@ -217,3 +233,63 @@ def _kafka_failure(exc: BaseException) -> Result:
         outcome = Outcome.RETRYABLE if retryable else Outcome.PERMANENT
         return Result(outcome, f"{type(exc).__name__}: {exc}")
     return Result(Outcome.RETRYABLE, f"{type(exc).__name__}: {exc}")
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaRecord:
+    """What a Kafka firing produces, built before its instant."""
+
+    host: str
+    topic: str
+    key: bytes
+    key_hash: int
+    """murmur2 of the key, as Kafka's default partitioner computes it."""
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+def kafka_record(firing: dict[str, Any]) -> KafkaRecord:
+    conn = firing["task"]["connection"]
+    key = (conn.get("key") or firing["schedule_id"]).encode("utf-8")
+    return KafkaRecord(
+        host=conn["host"],
+        topic=conn["topic"],
+        key=key,
+        key_hash=murmur2(key) & 0x7FFFFFFF,
+        value=json.dumps(firing["task"].get("data"), ensure_ascii=False).encode("utf-8"),
+        headers=[(name, text.encode()) for name, text in delivery_headers(firing).items()],
+    )
+
+
+async def _send_batches(
+    producer: AIOKafkaProducer,
+    topic: str,
+    partition: int,
+    members: list[int],
+    records: list[KafkaRecord],
+) -> list[tuple[asyncio.Future[Any], list[int]]]:
+    """Queue ``members`` on one partition in as few batches as fit; each batch's future."""
+    sent: list[tuple[asyncio.Future[Any], list[int]]] = []
+    builder = producer.create_batch()
+    batch: list[int] = []
+    for index in members:
+        record = records[index]
+        appended = builder.append(
+            timestamp=None, key=record.key, value=record.value, headers=record.headers
+        )
+        if appended is None:  # full: send it and go on with a new one
+            sent.append((await producer.send_batch(builder, topic, partition=partition), batch))
+            builder, batch = producer.create_batch(), []
+            appended = builder.append(
+                timestamp=None, key=record.key, value=record.value, headers=record.headers
+            )
+            if appended is None:
+                raise ValueError(f"a record of {len(record.value)} bytes exceeds a batch")
+        batch.append(index)
+    if batch:
+        sent.append((await producer.send_batch(builder, topic, partition=partition), batch))
+    return sent
+
+
+def _queued(pending: dict[asyncio.Future[Any], list[int]], index: int) -> bool:
+    return any(index in batch for batch in pending.values())

@@ -32,7 +32,7 @@ from typing import Any
 from scheduler import clock, metrics
 from scheduler.app import app, settings
 from scheduler.delivery import Result, RetryPolicy, Verdict, attempt_error
-from scheduler.executors import Executors
+from scheduler.executors import Executors, KafkaRecord, kafka_record
 from scheduler.models import Task
 from scheduler.streams import history
 from scheduler.timefmt import format_utc, parse_utc
@@ -116,6 +116,10 @@ async def conclude(firing: dict[str, Any], result: Result) -> None:
         await history.record(sid, "dead", reason=decision.reason, error=result.error, **common)
 
 
+#: A held firing: the firing, its stream and event (to acknowledge), its Kafka record if any.
+Held = tuple[dict[str, Any], Any, Any, KafkaRecord | None]
+
+
 class _Held:
     """Firings written ahead of their instant, waiting here until it comes.
 
@@ -128,7 +132,7 @@ class _Held:
 
     def __init__(self) -> None:
         self._heap: list[tuple[int, int, str]] = []
-        self._by_id: dict[str, tuple[dict[str, Any], Any, Any]] = {}
+        self._by_id: dict[str, Held] = {}
         self._seq = 0
         self._alarm: asyncio.Future[None] | None = None
         self._task: asyncio.Future[None] | None = None
@@ -142,7 +146,14 @@ class _Held:
             # The same firing again (written twice after a crash): one is enough.
             await stream.ack(event)
             return
-        self._by_id[firing_id] = (firing, stream, event)
+        # A Kafka firing's record is built now, so that its instant costs only the send.
+        record = None
+        if firing["task"]["type"] == "kafka":
+            try:
+                record = kafka_record(firing)
+            except Exception:  # delivered one by one, where the error is reported
+                log.exception("cannot build the Kafka record of %s", firing_id)
+        self._by_id[firing_id] = (firing, stream, event, record)
         self._seq += 1
         earliest = self._heap[0][0] if self._heap else None
         heapq.heappush(self._heap, (due_us, self._seq, firing_id))
@@ -157,7 +168,7 @@ class _Held:
         for firing_id in firing_ids:
             held = self._by_id.pop(firing_id, None)
             if held is not None:
-                _, stream, event = held
+                _, stream, event, _ = held
                 await stream.ack(event)
                 dropped += 1
         return dropped
@@ -167,7 +178,7 @@ class _Held:
 
         Their partitions' next owner reads them again.
         """
-        for firing_id, (_, _, event) in list(self._by_id.items()):
+        for firing_id, (_, _, event, _) in list(self._by_id.items()):
             if event.message.tp in partitions:
                 del self._by_id[firing_id]
 
@@ -193,7 +204,7 @@ class _Held:
                 continue
             # Everything due by now goes together: at thousands of firings a
             # second, instants a fraction of a millisecond apart share a turn.
-            due: list[tuple[dict[str, Any], Any, Any]] = []
+            due: list[Held] = []
             while self._heap and self._heap[0][0] <= now_us:
                 _, _, firing_id = heapq.heappop(self._heap)
                 held = self._by_id.pop(firing_id, None)
@@ -224,14 +235,14 @@ async def _start(firing: dict[str, Any], stream: Any, event: Any) -> None:
 KAFKA_BATCH = 1_000
 
 
-async def _start_many(due: list[tuple[dict[str, Any], Any, Any]]) -> None:
+async def _start_many(due: list[Held]) -> None:
     """Start the firings due at one instant: Kafka ones in batches, the others one by one."""
-    kafka: list[tuple[dict[str, Any], Any, Any]] = []
+    kafka: list[Held] = []
     for held in due:
-        if held[0]["task"]["type"] == "kafka":
+        if held[3] is not None:
             kafka.append(held)
         else:
-            await _start(*held)
+            await _start(*held[:3])
     for start in range(0, len(kafka), KAFKA_BATCH):
         await slots().acquire()
         running = asyncio.ensure_future(_settle_kafka(kafka[start : start + KAFKA_BATCH]))
@@ -239,16 +250,17 @@ async def _start_many(due: list[tuple[dict[str, Any], Any, Any]]) -> None:
         running.add_done_callback(_running.discard)
 
 
-async def _settle_kafka(batch: list[tuple[dict[str, Any], Any, Any]]) -> None:
+async def _settle_kafka(batch: list[Held]) -> None:
     try:
         _in_flight.inc(len(batch))
-        results = await executors.deliver_kafka([firing for firing, _, _ in batch])
+        records = [held[3] for held in batch if held[3] is not None]
+        results = await executors.deliver_kafka([held[0] for held in batch], records)
     except Exception:
         log.exception("a batch of %d Kafka deliveries failed unexpectedly", len(batch))
         return  # left unacknowledged, as in _settle
     finally:
         slots().release()
-    for (firing, stream, event), result in zip(batch, results, strict=True):
+    for (firing, stream, event, _), result in zip(batch, results, strict=True):
         try:
             await conclude(firing, result)
         except Exception:

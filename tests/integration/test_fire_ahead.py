@@ -10,6 +10,7 @@ stops the held firing from going out.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -137,3 +138,64 @@ async def test_a_change_replaces_the_held_firing(worker: Worker, http_target: Ht
     await eventually(lambda: http_target.of("same"), timeout=LEAD_S + 20)
     await asyncio.sleep(1.5)
     assert len(http_target.of("same")) == 1
+
+
+async def test_held_kafka_firings_go_out_together_keyed_and_partitioned_as_one_by_one(
+    worker: Worker,
+) -> None:
+    """Kafka firings due at one instant are produced as prebuilt batches: same records."""
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.partitioner import DefaultPartitioner
+
+    topic = worker.topic("ahead-orders")
+    admin = AIOKafkaAdminClient(bootstrap_servers=worker.bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 3, 1)])
+    finally:
+        await admin.close()
+    at = due_in(LEAD_S)
+    keys = [f"order-{n}" for n in range(12)]
+
+    def kafka_task(n: int) -> dict[str, Any]:
+        connection = {"host": worker.bootstrap, "topic": topic}
+        if n % 2:
+            connection["key"] = f"custom-{n}"
+        return {"type": "kafka", "connection": connection, "data": {"order": n}}
+
+    await send_commands(
+        worker,
+        *(
+            {"client": client(key), "type": "date", "schedule": at, "task": kafka_task(n)}
+            for n, key in enumerate(keys)
+        ),
+    )
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=worker.bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    got: list[Any] = []
+    arrived: list[float] = []
+    try:
+        deadline = time.monotonic() + LEAD_S + 30
+        while len(got) < len(keys) and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                got.extend(records)
+                arrived.extend(time.time() for _ in records)
+    finally:
+        await consumer.stop()
+    assert len(got) == len(keys)
+    assert min(arrived) >= instant(at)
+    partitioner = DefaultPartitioner()
+    by_order = {json.loads(r.value)["order"]: r for r in got}
+    for n, key in enumerate(keys):
+        record = by_order[n]
+        expected_key = f"custom-{n}" if n % 2 else sid_of(key)
+        assert record.key == expected_key.encode()
+        assert record.partition == partitioner(record.key, [0, 1, 2], [0, 1, 2])
+        headers = {name: value.decode() for name, value in record.headers}
+        assert headers["X-Schedule-Id"] == sid_of(key)
+        assert headers["X-Scheduled-For"] == at.replace("Z", "000Z")
+        assert headers["Idempotency-Key"].startswith("fir_") and headers["X-Attempt"] == "1"
