@@ -67,9 +67,9 @@ ProducerBuffer.max_messages = 100_000
 # with nothing paused. An idle worker fetches every 2 s, and an arriving
 # record still ends the long poll at once (the fetch covers every partition).
 FETCH_BUSY_WAIT_MS = 100
-FETCH_IDLE_WAIT_MS = 2_000
+FETCH_IDLE_WAIT_MS = 5_000
 ROUTINE_BUSY_S = 0.2
-ROUTINE_IDLE_S = 1.0
+ROUTINE_IDLE_S = 2.0
 
 import aiokafka as _aiokafka  # noqa: E402
 from faust.transport.drivers import aiokafka as _driver  # noqa: E402
