@@ -755,8 +755,8 @@ WHY = {
     ),
     "idle": (
         "What an idle worker still does: aiokafka's fetch routine in the consumer thread "
-        "(it looks around every 200 ms, every 2 s once idle, and long-polls the broker "
-        "every 5 s; see `scheduler/app.py`), Faust's fetch loop (a `getmany` across threads "
+        "(it looks around every 200 ms, every second once idle, and long-polls the broker "
+        "every 2 s; see `scheduler/app.py`), Faust's fetch loop (a `getmany` across threads "
         "every second), a group heartbeat every second (failover waits for one), the commit "
         "timer, Faust's own monitor and stalled-stream checks, and each partition timer's "
         "look at the due-index every 15 s."
