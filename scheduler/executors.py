@@ -149,6 +149,7 @@ class Executors:
             records = [kafka_record(firing) for firing in firings]
         results: list[Result | None] = [None] * len(firings)
         pending: dict[asyncio.Future[Any], list[int]] = {}
+        queued: set[int] = set()
         limit = max(float(firing["task"]["timeout"]) for firing in firings)
         groups: dict[tuple[str, str], list[int]] = {}
         for index, record in enumerate(records):
@@ -166,9 +167,10 @@ class Executors:
                         producer, topic, partition, members, records
                     ):
                         pending[future] = batch
+                        queued.update(batch)
             except Exception as exc:
                 for index in indexes:
-                    if results[index] is None and not _queued(pending, index):
+                    if index not in queued:
                         results[index] = _kafka_failure(exc)
         if pending:
             done, late = await asyncio.wait(pending, timeout=limit)
@@ -306,7 +308,3 @@ async def _send_batches(
     if batch:
         sent.append((await producer.send_batch(builder, topic, partition=partition), batch))
     return sent
-
-
-def _queued(pending: dict[asyncio.Future[Any], list[int]], index: int) -> bool:
-    return any(index in batch for batch in pending.values())

@@ -138,10 +138,7 @@ class _Connection(asyncio.Protocol):
                 del self._buffer[: end + 4]
                 self._read_head(head)
             elif self._state == "body":
-                take = min(self._left, len(self._buffer))
-                del self._buffer[:take]
-                self._left -= take
-                if self._left:
+                if self._skip_left():
                     return
                 self._finish(self._keep)
             elif self._state == "chunk_size":
@@ -153,10 +150,7 @@ class _Connection(asyncio.Protocol):
                 self._left = int(line, 16)
                 self._state = "chunk" if self._left else "trailer"
             elif self._state == "chunk":
-                take = min(self._left, len(self._buffer))
-                del self._buffer[:take]
-                self._left -= take
-                if self._left:
+                if self._skip_left():
                     return
                 self._state = "chunk_end"
             elif self._state == "chunk_end":
@@ -174,6 +168,13 @@ class _Connection(asyncio.Protocol):
             else:  # body_to_close: everything until the server closes
                 self._buffer.clear()
                 return
+
+    def _skip_left(self) -> int:
+        """Drop what has come of the ``_left`` body bytes; how many are still to come."""
+        take = min(self._left, len(self._buffer))
+        del self._buffer[:take]
+        self._left -= take
+        return self._left
 
     def _read_head(self, head: str) -> None:
         status_line, _, rest = head.partition("\r\n")
