@@ -137,7 +137,7 @@ class Worker:
                 "SCHEDULER_PARTITIONS": str(PARTITIONS),
                 "SCHEDULER_WEB_PORT": str(self.port),
                 "SCHEDULER_DATA_DIR": str(self.data_dir),
-                "SCHEDULER_LOG_LEVEL": "warning",
+                "SCHEDULER_LOG_LEVEL": os.environ.get("BENCH_WORKER_LOG_LEVEL", "warning"),
                 "SCHEDULER_SESSION_TIMEOUT": str(SESSION_TIMEOUT),
             }
         )
