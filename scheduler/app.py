@@ -63,16 +63,25 @@ ProducerBuffer.max_messages = 100_000
 # third of the runs settled 3-4 s behind with the CPU half idle; with 500 ms
 # none did, but an idle worker then spent ~7 millicores in its consumer
 # thread, fetching twice a second. So the wait adapts: short while fetches
-# bring records (or partitions are paused), long once one comes back empty
+# bring records (or partitions are paused), long once none has for a while
 # with nothing paused. An idle worker fetches every 2 s, and an arriving
 # record still ends the long poll at once (the fetch covers every partition).
 # (Tried 5 s and a 2 s routine look when idle: idle CPU went from ~4.0 to ~3.5
 # millicores, but a restart from an empty data dir took 43 s instead of 30 s
 # to be ready, bench/ restart workload, twice each; so not.)
+# Idle means no records for IDLE_AFTER_S, not one empty fetch: a worker with
+# light traffic (records every second or two) flipped to the long poll
+# between them, and a partition resumed meanwhile (after a rebalance, Faust
+# resumes the streams' partitions once their tables are recovered) waited
+# for that poll: new partitions' firings reached a failover survivor's
+# executor ~2 s after it was ready.
+IDLE_AFTER_S = 5.0
 FETCH_BUSY_WAIT_MS = 100
 FETCH_IDLE_WAIT_MS = 2_000
 ROUTINE_BUSY_S = 0.2
 ROUTINE_IDLE_S = 1.0
+
+from time import monotonic as _monotonic  # noqa: E402
 
 import aiokafka as _aiokafka  # noqa: E402
 from faust.transport.drivers import aiokafka as _driver  # noqa: E402
@@ -88,10 +97,16 @@ class _Consumer(_aiokafka.AIOKafkaConsumer):  # type: ignore[misc]
         fetcher = self._fetcher
         fetch = fetcher._proc_fetch_request
 
+        last_records = _monotonic()
+
         async def fetch_adapting(assignment: Any, node_id: int, request: Any) -> bool:
+            nonlocal last_records
             got = bool(await fetch(assignment, node_id, request))
+            now = _monotonic()
+            if got:
+                last_records = now
             paused = fetcher._subscriptions.paused_partitions()
-            idle = not got and not paused
+            idle = not paused and now - last_records > IDLE_AFTER_S
             fetcher._fetch_max_wait_ms = FETCH_IDLE_WAIT_MS if idle else FETCH_BUSY_WAIT_MS
             # And how often the fetch routine looks around between events:
             # aiokafka's 200 ms while busy (measured: 1 s throughout made a
@@ -229,8 +244,6 @@ _FaustConsumer.wait_first = _wait_first  # type: ignore[method-assign]
 # (2.5 commit intervals): the largest share of an idle worker's CPU in a
 # profile (bench/ idle workload: 20% of its main thread). The check only logs;
 # once a minute still catches a stall.
-from time import monotonic as _monotonic  # noqa: E402
-
 LIVELOCK_CHECK_S = 60.0
 _verify_partitions = _FaustConsumer.verify_all_partitions_active
 
