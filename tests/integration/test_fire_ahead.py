@@ -18,7 +18,16 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import Clients, Collector, HttpTarget, Worker, eventually, instant, send_commands
+from tests.support import (
+    Clients,
+    Collector,
+    HttpTarget,
+    Worker,
+    create_topics,
+    eventually,
+    instant,
+    send_commands,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -145,16 +154,10 @@ async def test_held_kafka_firings_go_out_together_keyed_and_partitioned_as_one_b
 ) -> None:
     """Kafka firings due at one instant are produced as prebuilt batches: same records."""
     from aiokafka import AIOKafkaConsumer
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.partitioner import DefaultPartitioner
 
     topic = worker.topic("ahead-orders")
-    admin = AIOKafkaAdminClient(bootstrap_servers=worker.bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, 3, 1)])
-    finally:
-        await admin.close()
+    await create_topics(worker.bootstrap, topic, partitions=3)
     at = due_in(LEAD_S)
     keys = [f"order-{n}" for n in range(12)]
 

@@ -15,21 +15,12 @@ import uuid
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 import scheduler.app  # noqa: F401  (installs the patch)
 from scheduler.broker import LocalBroker
+from tests.support import create_topics
 
 pytestmark = pytest.mark.integration
-
-
-async def create(bootstrap: str, *names: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, 2, 1) for name in names])
-    finally:
-        await admin.close()
 
 
 async def test_a_topic_known_from_the_full_view_survives_a_narrower_update(
@@ -37,7 +28,7 @@ async def test_a_topic_known_from_the_full_view_survives_a_narrower_update(
 ) -> None:
     tag = uuid.uuid4().hex[:8]
     early, late = f"meta-early-{tag}", f"meta-late-{tag}"
-    await create(kafka.bootstrap, early)
+    await create_topics(kafka.bootstrap, early, partitions=2)
     producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, enable_idempotence=True)
     await producer.start()
     try:
@@ -53,7 +44,7 @@ async def test_a_topic_known_from_the_full_view_survives_a_narrower_update(
         await producer.send_and_wait(early, b"one", partition=0)
         # A topic created after it started: the first send asks for it by name,
         # and the answer covers only the topics the client tracks.
-        await create(kafka.bootstrap, late)
+        await create_topics(kafka.bootstrap, late, partitions=2)
         await producer.send_and_wait(late, b"two", partition=1)
         await producer.client.force_metadata_update()
 

@@ -18,11 +18,11 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 
 from scheduler.broker import LocalBroker
 from scheduler.timefmt import format_utc, parse_utc
-from tests.support import Clients, Collector, Worker, send_commands
+from tests.support import Clients, Collector, Worker, create_topics, send_commands
 
 pytestmark = pytest.mark.integration
 
@@ -94,12 +94,7 @@ async def test_an_empty_data_dir_gets_every_schedule_back_in_order(
 ) -> None:
     worker = Worker(kafka.bootstrap, tmp_path / "w0", partitions=4)
     topic = worker.topic("soon-out")
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, 1, 1)])
-    finally:
-        await admin.close()
+    await create_topics(kafka.bootstrap, topic)
     due = format_utc(datetime.fromtimestamp(int(time.time()) + 25, UTC), micros=True)
     soon = {
         "client": CLIENTS.client("soon"),
