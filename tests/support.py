@@ -144,6 +144,15 @@ class Worker:
         return self.proc is not None and self.proc.poll() is None
 
 
+def metric(worker: Worker, name: str) -> float:
+    """A value from the worker's ``/metrics`` (the first series of ``name``; 0 when absent)."""
+    text = httpx.get(f"{worker.url}/metrics", timeout=10).text
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 async def create_topics(bootstrap: str, *names: str, partitions: int = 1) -> None:
     """Create ``names`` on the broker, each with ``partitions`` partitions."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import SCHEDULER, Clients, HttpTarget, Worker, send_commands
+from tests.support import SCHEDULER, Clients, HttpTarget, Worker, metric, send_commands
 
 pytestmark = pytest.mark.e2e
 
@@ -36,14 +36,6 @@ def now_command(key: str, url: str) -> dict[str, Any]:
         "timezone": "UTC",
         "task": {"type": "rest", "connection": {"host": url}, "data": {"key": key}},
     }
-
-
-def metric(worker: Worker, name: str) -> float:
-    text = httpx.get(f"{worker.url}/metrics", timeout=10).text
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 async def arrivals(target: HttpTarget, name: str, count: int, timeout: float = 60) -> list[Any]:

@@ -22,20 +22,12 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from scheduler.broker import LocalBroker
 from scheduler.timefmt import format_utc, parse_utc
-from tests.support import Clients, Collector, Worker, create_topics, send_commands
+from tests.support import Clients, Collector, Worker, create_topics, metric, send_commands
 
 pytestmark = pytest.mark.integration
 
 SCHEDULES = 3_000
 CLIENTS = Clients(operation="op", application="recovery", group="g")
-
-
-def metric(worker: Worker, name: str) -> float:
-    text = httpx.get(f"{worker.url}/metrics", timeout=10).text
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 def listing(worker: Worker) -> dict[str, dict[str, Any]]:
@@ -72,10 +64,11 @@ async def committed_to_end(worker: Worker, *topics: str, timeout: float = 60) ->
         deadline = time.monotonic() + timeout
         while True:
             done = await admin.list_consumer_group_offsets(worker.app_id)
-            behind = {tp: end for tp, end in ends.items() if end and done.get(tp, None) is None}
-            behind.update(
-                {tp: end for tp, end in ends.items() if tp in done and done[tp].offset < end}
-            )
+            behind = {
+                tp: end
+                for tp, end in ends.items()
+                if end and (tp not in done or done[tp].offset < end)
+            }
             if not behind:
                 return
             assert time.monotonic() < deadline, f"not committed: {behind}"
