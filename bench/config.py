@@ -60,6 +60,18 @@ LONG = Sizes(
     empty_restart_watch_seconds=600,
 )
 
+
+def outputs(mode: str) -> tuple[str, str]:
+    """The report and the results directory (under ``bench/``) of a run of ``mode``.
+
+    A ``--long`` run writes beside the default run's, not over it: the default
+    run stays the headline, the long one adds the 1,000,000 and 100,000 sizes.
+    """
+    if mode == "long":
+        return "RESULTS-long.md", "results-long"
+    return "RESULTS.md", "results"
+
+
 WORKLOADS = ("idle", "registration", "burst", "steady", "failover")
 """In the order they run. ``registration`` also measures scale and restart on its data."""
 

@@ -431,13 +431,14 @@ def _sizes(results: dict[str, Any]) -> Sizes:
 
 def write(results: dict[str, Any], here: Path) -> None:
     sizes = _sizes(results)
-    chart_path = here / "results" / "chart.png"
+    name, results_dir = config.outputs(sizes.mode)
+    chart_path = here / results_dir / "chart.png"
     chart_error = None
     try:
         chart(results, sizes, chart_path)
     except Exception as exc:  # the numbers matter more than the picture
         chart_error = f"{type(exc).__name__}: {exc}"
-    (here / "RESULTS.md").write_text(markdown(results, sizes, chart_error))
+    (here / name).write_text(markdown(results, sizes, chart_error))
 
 
 def markdown(results: dict[str, Any], sizes: Sizes, chart_error: str | None) -> str:
@@ -472,7 +473,7 @@ def markdown(results: dict[str, Any], sizes: Sizes, chart_error: str | None) -> 
     if chart_error:
         out += [f"The chart could not be drawn: {chart_error}", ""]
     else:
-        out += ["![results at a glance](results/chart.png)", ""]
+        out += [f"![results at a glance]({config.outputs(sizes.mode)[1]}/chart.png)", ""]
 
     out += ["## Goals (issue 7)", "", "| goal | target | measured | verdict |", "|---|---|---|---|"]
     for row in goal_rows(results, sizes):
@@ -718,7 +719,7 @@ def markdown(results: dict[str, Any], sizes: Sizes, chart_error: str | None) -> 
     else:
         out += ["Not measured in this run.", ""]
 
-    out += profiles(results.get("profiles", {}))
+    out += profiles(results.get("profiles", {}), config.outputs(sizes.mode)[1])
     out += method(meta, sizes)
     return "\n".join(out) + "\n"
 
@@ -823,7 +824,7 @@ def _ran(entry: dict[str, Any]) -> str:
     return f"Measured {entry.get('ran_at')} by `{entry.get('command')}`."
 
 
-def profiles(found: dict[str, Any]) -> list[str]:
+def profiles(found: dict[str, Any], results_dir: str = "results") -> list[str]:
     out = ["## Profiles of the worker", ""]
     if not found:
         return [*out, "No profile was taken in this run.", ""]
@@ -836,7 +837,7 @@ def profiles(found: dict[str, Any]) -> list[str]:
     ]
     for key in sorted(found):
         entry = found[key]
-        link = f"[{entry['file']}](results/{entry['file']})" if entry.get("file") else ""
+        link = f"[{entry['file']}]({results_dir}/{entry['file']})" if entry.get("file") else ""
         out += [f"### {key}: {entry.get('what', '')} {link}", ""]
         if entry.get("error"):
             out += [f"No profile: {entry['error']}", ""]

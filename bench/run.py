@@ -7,7 +7,8 @@
 registration, scale and restart. ``--only`` runs some workloads (idle,
 registration, scale, restart, burst, steady, failover; scale and restart
 come with registration) and merges them into the results of the last run
-of the same mode.
+of the same mode. A ``--long`` run writes ``RESULTS-long.md`` and
+``results-long/``, beside the default run's ``RESULTS.md`` and ``results/``.
 
 Everything the bench starts (Kafka, workers, targets, peers, redis) runs in
 its own process group and is stopped at the end, on Ctrl-C, or on SIGTERM.
@@ -34,12 +35,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import ours, peers, procs, report
-from bench.config import ALIASES, DEFAULT, LONG, QUICK, WORKLOADS, Sizes
+from bench.config import ALIASES, DEFAULT, LONG, QUICK, WORKLOADS, Sizes, outputs
 from bench.target import HttpTarget
 
 HERE = Path(__file__).resolve().parent
-RESULTS_DIR = HERE / "results"
-RESULTS_JSON = RESULTS_DIR / "results.json"
 IDLE_SETTLE = 10.0
 
 log = logging.getLogger("bench")
@@ -96,6 +95,9 @@ class Run:
 
     def __init__(self, sizes: Sizes, only: list[str], command: str, work: Path) -> None:
         self.sizes = sizes
+        self.report_name, results_dir = outputs(sizes.mode)
+        self.results_dir = HERE / results_dir
+        self.results_json = self.results_dir / "results.json"
         self.only = only
         self.command = command
         self.work = work
@@ -108,10 +110,10 @@ class Run:
 
     def load_previous(self) -> None:
         """With --only, keep the other workloads of the last run of the same mode."""
-        if not self.only or not RESULTS_JSON.exists():
+        if not self.only or not self.results_json.exists():
             return
         try:
-            previous = json.loads(RESULTS_JSON.read_text())
+            previous = json.loads(self.results_json.read_text())
         except ValueError:
             return
         if previous.get("meta", {}).get("mode") != self.sizes.mode:
@@ -149,13 +151,14 @@ class Run:
         assert self.ctx is not None
         self.results["meta"] = self.meta()
         self.results["profiles"].update(self.ctx.profiles)
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        RESULTS_JSON.write_text(json.dumps(self.results, indent=1, default=str) + "\n")
+        self.results_dir.mkdir(parents=True, exist_ok=True)
+        self.results_json.write_text(json.dumps(self.results, indent=1, default=str) + "\n")
         for name, entry in self.results["workloads"].items():
-            (RESULTS_DIR / f"{name}.json").write_text(json.dumps(entry, indent=1, default=str))
-        for path in RESULTS_DIR.glob("*.json"):
+            path = self.results_dir / f"{name}.json"
+            path.write_text(json.dumps(entry, indent=1, default=str))
+        for path in self.results_dir.glob("*.json"):
             # A workload of another mode (burst-1000 after a --quick run) is not this run's.
-            stale = path.stem not in self.results["workloads"] and path != RESULTS_JSON
+            stale = path.stem not in self.results["workloads"] and path != self.results_json
             if stale and not path.name.startswith("profile-"):
                 path.unlink()
         report.write(self.results, HERE)
@@ -355,7 +358,9 @@ class Run:
     async def main(self, selected: list[str]) -> None:
         self.load_previous()
         http = HttpTarget(self.work / "logs" / "http-target.log")
-        self.ctx = ours.Context(sizes=self.sizes, work=self.work, results=RESULTS_DIR, http=http)
+        self.ctx = ours.Context(
+            sizes=self.sizes, work=self.work, results=self.results_dir, http=http
+        )
         try:
             self.broker = ours.Broker(self.work)
             print("[bench] starting Kafka ...", flush=True)
@@ -411,7 +416,9 @@ def main(argv: list[str] | None = None) -> None:
             for name in ("data", "kafka"):
                 shutil.rmtree(work / name, ignore_errors=True)
         print(f"[bench] logs in {work / 'logs'}", flush=True)
-    print(f"[bench] wrote {HERE / 'RESULTS.md'} in {time.time() - run.started:.0f} s", flush=True)
+    print(
+        f"[bench] wrote {HERE / run.report_name} in {time.time() - run.started:.0f} s", flush=True
+    )
 
 
 if __name__ == "__main__":
