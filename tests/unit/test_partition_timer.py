@@ -400,3 +400,35 @@ async def test_an_entry_offered_again_or_also_read_from_the_index_wakes_once(rig
     await until(lambda: "twice" in rig.sent.ids(), timeout=2)
     await asyncio.sleep(0.2)
     assert rig.sent.ids() == ["twice"]
+
+
+async def test_a_crowd_in_the_window_is_woken_early_and_a_small_one_at_its_lead(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(timers_module, "CROWD", 3)
+    monkeypatch.setattr(timers_module, "WAKE_RATE", 1)  # a second of lead per surplus instant
+    now = rig.clock()
+    few = now + 3 * SECOND
+    for k in range(3):
+        rig.index.add(few, f"few{k}")
+    rig.timer.start()
+    await asyncio.sleep(0.2)
+    assert rig.sent.wakeups == []  # three are no crowd: they wait for their instant
+    many = now + 20 * SECOND
+    for k in range(5):
+        rig.timer.offer(many, f"many{k}")
+    # Eight in the window, five over the crowd: 5 s of lead covers the first three.
+    await until(lambda: len(rig.sent.wakeups) >= 3, timeout=0.5)
+    assert rig.sent.ids()[:3] == ["few0", "few1", "few2"]
+    assert all(at < few - 2 * SECOND for at in rig.sent.sent_at)
+    await asyncio.sleep(0.1)
+    assert len(rig.timer) == 5 and rig.timer.lead_us() == 2 * SECOND
+
+
+def test_the_lead_grows_with_the_surplus_over_the_crowd(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(timers_module, "CROWD", 2)
+    timer = PartitionTimer(0, lambda low, high: [], Sent(FakeClock()), ahead_us=5 * SECOND)
+    assert timer.lead_us() == 5 * SECOND
+    timer._heap.extend((BASE_US + k, f"s{k}") for k in range(2 + 500))
+    # 500 over the crowd at WAKE_RATE (250/s): 2 s more than fire_ahead.
+    assert timer.lead_us() == 5 * SECOND + 500 * SECOND // timers_module.WAKE_RATE
