@@ -148,7 +148,8 @@ def goals(sizes: Sizes) -> list[Goal]:
             "<=",
             500,
             "MiB",
-            f"scale: RSS with {sizes.registration:,} schedules (goal is for 1,000,000)",
+            f"scale: RSS with {sizes.registration:,} schedules"
+            + (" (goal is for 1,000,000)" if sizes.registration != 1_000_000 else ""),
         ),
         Goal("restart", "ours-data", "recovered_s", "<=", 5, "s", "restart with data dir"),
         Goal("restart", "ours-empty", "recovered_s", "<=", 30, "s", "restart from empty data dir"),

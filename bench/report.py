@@ -6,6 +6,7 @@ bench's own configuration (goals, sizes, settings): none is typed here.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -438,10 +439,53 @@ def write(results: dict[str, Any], here: Path) -> None:
         chart(results, sizes, chart_path)
     except Exception as exc:  # the numbers matter more than the picture
         chart_error = f"{type(exc).__name__}: {exc}"
-    (here / name).write_text(markdown(results, sizes, chart_error))
+    long = None
+    if sizes.mode != "long":
+        long_json = here / config.outputs("long")[1] / "results.json"
+        if long_json.exists():
+            try:
+                long = json.loads(long_json.read_text())
+            except ValueError:
+                long = None
+    (here / name).write_text(markdown(results, sizes, chart_error, long))
 
 
-def markdown(results: dict[str, Any], sizes: Sizes, chart_error: str | None) -> str:
+#: Workloads whose goals a --long run measures at the sizes the issue states.
+LONG_ONLY = ("registration", "scale", "restart", "burst-100000")
+
+
+def long_rows(long: dict[str, Any]) -> list[str]:
+    """The goals the last ``--long`` run measured at 1,000,000 schedules and the 100k burst."""
+    meta = long.get("meta", {})
+    rows = [r for r in goal_rows(long, config.LONG) if goal_key(r["goal"]) in LONG_ONLY]
+    rows = [r for r in rows if r["verdict"] != "not measured"]
+    if not rows:
+        return []
+    out = [
+        "",
+        f"At those sizes, the last `--long` run ([RESULTS-long.md](RESULTS-long.md), "
+        f"`{meta.get('command')}` on {meta.get('date')}, commit `{meta.get('commit') or '?'}`) "
+        "measured:",
+        "",
+        "| goal | target | measured | verdict |",
+        "|---|---|---|---|",
+    ]
+    for row in rows:
+        goal = row["goal"]
+        out.append(
+            f"| {goal.label} | {goal.op} {show(goal.limit, goal.unit)} | "
+            f"{show(row['value'], goal.unit) if row['value'] is not None else '-'} | "
+            f"{row['verdict']} |"
+        )
+    return out
+
+
+def markdown(
+    results: dict[str, Any],
+    sizes: Sizes,
+    chart_error: str | None,
+    long: dict[str, Any] | None = None,
+) -> str:
     meta = results["meta"]
     w = results["workloads"]
     machine = meta.get("machine", {})
@@ -487,19 +531,9 @@ def markdown(results: dict[str, Any], sizes: Sizes, chart_error: str | None) -> 
         out += [
             "",
             f"The registration, scale and restart goals are stated for 1,000,000 schedules; "
-            f"this run used {sizes.registration:,} (the `--long` run uses 1,000,000). ",
+            f"this run used {sizes.registration:,} (the `--long` run uses 1,000,000).",
         ]
-        scale = w.get("scale", {}).get("rows", {}).get("ours", {})
-        idle = w.get("idle", {}).get("rows", {}).get("ours", {})
-        if isinstance(scale.get("rss_mib"), int | float) and isinstance(
-            idle.get("rss_mib"), int | float
-        ):
-            per = (scale["rss_mib"] - idle["rss_mib"]) / sizes.registration
-            out[-1] += (
-                f"At {per * 1024:.2f} KiB per schedule above the idle worker, a straight-line "
-                f"projection to 1,000,000 gives {idle['rss_mib'] + per * 1_000_000:,.0f} MiB "
-                "(a projection, not a measurement)."
-            )
+        out += long_rows(long) if long else []
     out.append("")
     out += limits(results, sizes)
 
