@@ -207,7 +207,7 @@ class ChangelogFeed:
     The same flow control and back-pressure as Faust's handler: records wait
     while partitions move, and a queue under pressure pauses the partition's
     fetching. :meth:`on_message` takes one message from Faust's consumer loop,
-    :meth:`put_records` a whole fetch (see :func:`_wait_next_records`).
+    :meth:`put_records` a whole fetch (see :func:`_wait_next_records_fed`).
     """
 
     __slots__ = ("_acquire", "_on_full", "_on_full_sensor", "drop", "queue", "tp")
