@@ -87,6 +87,20 @@ ALIASES = {
 }
 
 
+#: Burst and steady run on one worker, then on this many workers of one app:
+#: one per core of this machine (a worker is one Python process, one core at most).
+SCALED = 2
+
+
+def scaled(count: int) -> str:
+    """The name of our rows measured on ``count`` workers: ``ours``, ``ours2``."""
+    return "ours" if count == 1 else f"ours{count}"
+
+
+#: Our rows in burst and steady: per number of workers, per target.
+DELIVERY_ROWS = [f"{scaled(count)}-{kind}" for count in (1, SCALED) for kind in ("kafka", "http")]
+
+
 @dataclass(frozen=True)
 class Goal:
     """``metric`` of ``workload`` for ``system`` should be ``op`` ``limit`` (in ``unit``)."""
@@ -109,29 +123,66 @@ def goals(sizes: Sizes) -> list[Goal]:
     """The issue's goals for the sizes this run uses (a burst goal exists per size)."""
     found: list[Goal] = []
     burst_goals = {10_000: (0.35, 3.0), 100_000: (2.0, 20.0)}
-    for n in sizes.bursts:
-        kafka_p99, http_all = burst_goals.get(n, burst_goals[10_000])
-        found.append(
-            Goal("burst", "ours-kafka", "p99", "<=", kafka_p99, "s", f"burst {n:,} Kafka p99", n)
-        )
-        found.append(
-            Goal(
-                "burst",
-                "ours-http",
-                "last",
-                "<=",
-                http_all,
-                "s",
-                f"burst {n:,} HTTP all delivered",
-                n,
-            )
-        )
     rate = sizes.steady_rate
+    for count in (1, SCALED):
+        ours, on = scaled(count), "" if count == 1 else f", {count} workers"
+        for n in sizes.bursts:
+            kafka_p99, http_all = burst_goals.get(n, burst_goals[10_000])
+            found += [
+                Goal(
+                    "burst",
+                    f"{ours}-kafka",
+                    "p99",
+                    "<=",
+                    kafka_p99,
+                    "s",
+                    f"burst {n:,} Kafka p99{on}",
+                    n,
+                ),
+                Goal(
+                    "burst",
+                    f"{ours}-http",
+                    "last",
+                    "<=",
+                    http_all,
+                    "s",
+                    f"burst {n:,} HTTP all delivered{on}",
+                    n,
+                ),
+            ]
+        found += [
+            Goal(
+                "steady",
+                f"{ours}-kafka",
+                "p99",
+                "<=",
+                0.100,
+                "s",
+                f"steady {rate:,}/s Kafka p99{on}",
+            ),
+            Goal(
+                "steady", f"{ours}-http", "p99", "<=", 0.250, "s", f"steady {rate:,}/s HTTP p99{on}"
+            ),
+            Goal(
+                "steady",
+                f"{ours}-kafka",
+                "missing",
+                "<=",
+                0,
+                "",
+                f"steady {rate:,}/s Kafka missing{on}",
+            ),
+            Goal(
+                "steady",
+                f"{ours}-http",
+                "missing",
+                "<=",
+                0,
+                "",
+                f"steady {rate:,}/s HTTP missing{on}",
+            ),
+        ]
     found += [
-        Goal("steady", "ours-kafka", "p99", "<=", 0.100, "s", f"steady {rate:,}/s Kafka p99"),
-        Goal("steady", "ours-http", "p99", "<=", 0.250, "s", f"steady {rate:,}/s HTTP p99"),
-        Goal("steady", "ours-kafka", "missing", "<=", 0, "", f"steady {rate:,}/s Kafka missing"),
-        Goal("steady", "ours-http", "missing", "<=", 0, "", f"steady {rate:,}/s HTTP missing"),
         Goal(
             "registration",
             "ours",

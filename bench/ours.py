@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
 from bench import procs, stats
-from bench.config import Sizes
+from bench.config import SCALED, Sizes, scaled
 from bench.kafka_target import KafkaTarget
 from bench.profile import Profiler
 from bench.target import Control, HttpTarget
@@ -104,7 +104,29 @@ class Broker:
         return self.broker.pid
 
 
-class Worker:
+class Counted:
+    """Progress read from ``/metrics``: commands applied."""
+
+    async def metrics(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    async def applied(self) -> int:
+        return int((await self.metrics()).get("scheduler_commands_applied_total", 0))
+
+    async def wait_applied(self, count: int, timeout: float) -> float:
+        """Wait until ``count`` commands are applied; the time it happened."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while time.monotonic() < deadline:
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                seen = await self.applied()
+            if seen >= count:
+                return time.time()
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"only {seen} of {count} commands applied after {timeout:g} s")
+
+
+class Worker(Counted):
     """One ``scheduler worker`` process."""
 
     def __init__(
@@ -175,9 +197,6 @@ class Worker:
                 found[name] = float(value)
         return found
 
-    async def applied(self) -> int:
-        return int((await self.metrics()).get("scheduler_commands_applied_total", 0))
-
     async def wait_ready(self, timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         last: Any = None
@@ -193,18 +212,6 @@ class Worker:
             await asyncio.sleep(0.2)
         raise RuntimeError(f"worker not ready in {timeout:g} s (last {last!r}): {self.tail()}")
 
-    async def wait_applied(self, count: int, timeout: float) -> float:
-        """Wait until ``count`` commands are applied; the time it happened."""
-        deadline = time.monotonic() + timeout
-        seen = 0
-        while time.monotonic() < deadline:
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                seen = await self.applied()
-            if seen >= count:
-                return time.time()
-            await asyncio.sleep(0.1)
-        raise RuntimeError(f"only {seen} of {count} commands applied after {timeout:g} s")
-
     def tail(self, lines: int = 15) -> str:
         path = self.ctx.log(self.name)
         if not path.exists():
@@ -216,6 +223,55 @@ class Worker:
 
     def stop(self) -> None:
         procs.kill(self.proc)
+
+
+class Workers(Counted):
+    """The workers of one app (same app id, topics and group), counted as one.
+
+    Faust splits the partitions between them; their metrics are added up.
+    """
+
+    def __init__(self, members: list[Worker]) -> None:
+        self.members = members
+        self.prefix = members[0].prefix
+
+    @property
+    def pid(self) -> int:
+        """The first worker's: the one profiled."""
+        return self.members[0].pid
+
+    @property
+    def pids(self) -> list[int]:
+        return [member.pid for member in self.members]
+
+    async def start(self, timeout: float = 120) -> Workers:
+        for member in self.members:
+            member.spawn()
+        for member in self.members:
+            await member.wait_ready(timeout)
+        await settled(self.members, timeout)
+        return self
+
+    async def metrics(self) -> dict[str, float]:
+        total: dict[str, float] = {}
+        for member in self.members:
+            for key, value in (await member.metrics()).items():
+                total[key] = total.get(key, 0.0) + value
+        return total
+
+    def stop(self) -> None:
+        for member in self.members:
+            member.stop()
+
+
+def new_apps(ctx: Context, name: str, count: int) -> Workers:
+    """``count`` workers of one new app."""
+    first = new_app(ctx, name)
+    rest = [
+        Worker(ctx, f"{first.name}-{i}", app_id=first.app_id, prefix=first.prefix)
+        for i in range(1, count)
+    ]
+    return Workers([first, *rest])
 
 
 def new_app(ctx: Context, name: str, data_dir: Path | None = None) -> Worker:
@@ -309,7 +365,10 @@ async def produce(
 
 
 async def emitted(
-    ctx: Context, worker: Worker, schedules: set[str], window: tuple[float, float] | None = None
+    ctx: Context,
+    worker: Worker | Workers,
+    schedules: set[str],
+    window: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     """Lateness at the ``firings`` topic (``fired_at - scheduled_for``): the timer's share.
 
@@ -389,7 +448,9 @@ async def open_target(ctx: Context, kind: str, run: str) -> tuple[Control, str, 
     return target, run, target
 
 
-async def warm_up(ctx: Context, worker: Worker, reader: Control, run: str, t: dict) -> None:
+async def warm_up(
+    ctx: Context, worker: Worker | Workers, reader: Control, run: str, t: dict
+) -> None:
     """A few ``now`` firings first, so that pooled connections and metadata are warm."""
     before_seen = await reader.count(run)
     commands = [command(f"{run}-warm", i, "now", None, t) for i in range(WARM_UP)]
@@ -409,20 +470,25 @@ async def sleep_until(epoch: float) -> None:
 
 
 async def burst(ctx: Context, n: int) -> dict[str, dict[str, Any]]:
-    worker = await new_app(ctx, f"burst{n}").start()
+    """One worker, then ``SCALED`` workers of a new app; each to Kafka, then to HTTP."""
     out: dict[str, dict[str, Any]] = {}
-    try:
-        for kind in ("kafka", "http"):
-            try:
-                out[f"ours-{kind}"] = await _burst(ctx, worker, kind, n)
-            except Exception as exc:
-                out[f"ours-{kind}"] = {"error": f"{type(exc).__name__}: {exc}"}
-    finally:
-        worker.stop()
+    for count in (1, SCALED):
+        workers = await new_apps(ctx, f"burst{n}", count).start()
+        try:
+            for kind in ("kafka", "http"):
+                system = f"{scaled(count)}-{kind}"
+                try:
+                    out[system] = await _burst(ctx, workers, kind, n, profile=count == 1)
+                except Exception as exc:
+                    out[system] = {"error": f"{type(exc).__name__}: {exc}"}
+        finally:
+            workers.stop()
     return out
 
 
-async def _burst(ctx: Context, worker: Worker, kind: str, n: int) -> dict[str, Any]:
+async def _burst(
+    ctx: Context, worker: Workers, kind: str, n: int, *, profile: bool
+) -> dict[str, Any]:
     run = f"burst{n}-{kind}-{uuid.uuid4().hex[:6]}"
     reader, where, kafka = await open_target(ctx, kind, run)
     try:
@@ -438,17 +504,18 @@ async def _burst(ctx: Context, worker: Worker, kind: str, n: int) -> dict[str, A
         produced_s = await produce(ctx.bootstrap, worker.prefix + "schedule-commands", commands)
         stored_at = await worker.wait_applied(base + n, due - time.time() + 120)
         await sleep_until(due - 1)
-        profiler = ctx.profile_start(f"burst-{kind}", worker.pid)
+        profiler = ctx.profile_start(f"burst-{kind}", worker.pid) if profile else None
         timeout = max(30.0, n / 500)
         try:
-            cpu = procs.CpuWatch({"worker": worker.pid, "broker": ctx.broker_pid})
+            cpu = procs.CpuWatch({"worker": worker.pids, "broker": ctx.broker_pid})
             await reader.wait_count(run, seen0 + n, due + timeout - time.time())
             usage = cpu.stop()
             await asyncio.sleep(2)  # a late duplicate would show up here
         finally:
-            ctx.profile_stop(
-                f"burst-{kind}", profiler, f"worker during the {n:,} burst, {kind} target"
-            )
+            if profiler is not None:
+                ctx.profile_stop(
+                    f"burst-{kind}", profiler, f"worker during the {n:,} burst, {kind} target"
+                )
         records = await reader.dump(run)
         result = stats.burst(records, expected, due)
         result.update(await emitted(ctx, worker, expected))
@@ -456,6 +523,7 @@ async def _burst(ctx: Context, worker: Worker, kind: str, n: int) -> dict[str, A
         result.update(
             {
                 "n": n,
+                "workers": len(worker.members),
                 "registered_s": round(stored_at - sent_at, 3),
                 "produced_s": round(produced_s, 3),
                 "stored_before_due_s": round(due - stored_at, 3),
@@ -473,20 +541,23 @@ async def _burst(ctx: Context, worker: Worker, kind: str, n: int) -> dict[str, A
 
 
 async def steady(ctx: Context) -> dict[str, dict[str, Any]]:
-    worker = await new_app(ctx, "steady").start()
+    """One worker, then ``SCALED`` workers of a new app; each to Kafka, then to HTTP."""
     out: dict[str, dict[str, Any]] = {}
-    try:
-        for kind in ("kafka", "http"):
-            try:
-                out[f"ours-{kind}"] = await _steady(ctx, worker, kind)
-            except Exception as exc:
-                out[f"ours-{kind}"] = {"error": f"{type(exc).__name__}: {exc}"}
-    finally:
-        worker.stop()
+    for count in (1, SCALED):
+        workers = await new_apps(ctx, "steady", count).start()
+        try:
+            for kind in ("kafka", "http"):
+                system = f"{scaled(count)}-{kind}"
+                try:
+                    out[system] = await _steady(ctx, workers, kind, profile=count == 1)
+                except Exception as exc:
+                    out[system] = {"error": f"{type(exc).__name__}: {exc}"}
+        finally:
+            workers.stop()
     return out
 
 
-async def _steady(ctx: Context, worker: Worker, kind: str) -> dict[str, Any]:
+async def _steady(ctx: Context, worker: Workers, kind: str, *, profile: bool) -> dict[str, Any]:
     rate, seconds = ctx.sizes.steady_rate, ctx.sizes.steady_seconds
     run = f"steady-{kind}-{uuid.uuid4().hex[:6]}"
     reader, where, kafka = await open_target(ctx, kind, run)
@@ -506,17 +577,18 @@ async def _steady(ctx: Context, worker: Worker, kind: str) -> dict[str, Any]:
         high = low + seconds
         await sleep_until(low)
         missed_before = (await worker.metrics()).get("scheduler_missed_instants_total", 0)
-        profiler = ctx.profile_start(f"steady-{kind}", worker.pid)
+        profiler = ctx.profile_start(f"steady-{kind}", worker.pid) if profile else None
         try:
-            cpu = procs.CpuWatch({"worker": worker.pid, "broker": ctx.broker_pid})
+            cpu = procs.CpuWatch({"worker": worker.pids, "broker": ctx.broker_pid})
             await sleep_until(high)
             usage = cpu.stop()
             await sleep_until(high + 5)
             missed = (await worker.metrics()).get("scheduler_missed_instants_total", 0)
         finally:
-            ctx.profile_stop(
-                f"steady-{kind}", profiler, f"worker at {rate:,} firings/s, {kind} target"
-            )
+            if profiler is not None:
+                ctx.profile_stop(
+                    f"steady-{kind}", profiler, f"worker at {rate:,} firings/s, {kind} target"
+                )
         await produce(ctx.bootstrap, topic, [delete(run, i) for i in range(rate)])
         await worker.wait_applied(base + 2 * rate, 60)
         ours = {sid(run, i) for i in range(rate)}
@@ -525,7 +597,12 @@ async def _steady(ctx: Context, worker: Worker, kind: str) -> dict[str, Any]:
         result = stats.steady(records, expected, (low, high))
         result.update(await emitted(ctx, worker, ours, (low, high)))
         result.update(
-            {"schedules": rate, "seconds": seconds, "worker_missed": missed - missed_before}
+            {
+                "schedules": rate,
+                "seconds": seconds,
+                "workers": len(worker.members),
+                "worker_missed": missed - missed_before,
+            }
         )
         result.update(usage)
         return result

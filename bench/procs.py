@@ -193,13 +193,21 @@ def cpu_times() -> tuple[float, float]:
 
 
 class CpuWatch:
-    """Machine-wide and per-process CPU between ``start`` and ``stop``, in cores used."""
+    """Machine-wide and per-process CPU between ``start`` and ``stop``, in cores used.
 
-    def __init__(self, pids: dict[str, int | None]) -> None:
-        self.pids = {name: pid for name, pid in pids.items() if pid}
+    A name may stand for several processes (the workers of one app): their CPU is added up.
+    """
+
+    def __init__(self, pids: dict[str, int | list[int] | None]) -> None:
+        self.pids = {
+            name: pid if isinstance(pid, list) else [pid] for name, pid in pids.items() if pid
+        }
         self.started = time.monotonic()
         self.machine = cpu_times()
-        self.procs = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self.procs = {name: self._seconds(name) for name in self.pids}
+
+    def _seconds(self, name: str) -> float:
+        return sum(cpu_seconds(pid) for pid in self.pids[name])
 
     def stop(self) -> dict[str, float]:
         wall = time.monotonic() - self.started
@@ -207,8 +215,8 @@ class CpuWatch:
         out = {
             "machine_busy_pct": round(100 * (busy - self.machine[0]) / (total - self.machine[1]), 1)
         }
-        for name, pid in self.pids.items():
-            used = cpu_seconds(pid) - self.procs[name]
+        for name in self.pids:
+            used = self._seconds(name) - self.procs[name]
             out[f"{name}_cores"] = round(used / wall, 2) if wall > 0 else 0.0
         return out
 

@@ -35,7 +35,16 @@ from pathlib import Path
 from typing import Any
 
 from bench import ours, peers, procs, report
-from bench.config import ALIASES, DEFAULT, LONG, QUICK, WORKLOADS, Sizes, outputs
+from bench.config import (
+    ALIASES,
+    DEFAULT,
+    DELIVERY_ROWS,
+    LONG,
+    QUICK,
+    WORKLOADS,
+    Sizes,
+    outputs,
+)
 from bench.target import HttpTarget
 
 HERE = Path(__file__).resolve().parent
@@ -293,7 +302,7 @@ class Run:
                 600 + n / 50,
             )
             if error:
-                rows["ours-kafka"] = rows["ours-http"] = {"error": error}
+                rows.update({system: {"error": error} for system in DELIVERY_ROWS})
             else:
                 rows.update(found)
             for system in peers.SYSTEMS:
@@ -312,10 +321,10 @@ class Run:
         found, error = await self.guarded(
             "steady: ours",
             lambda: ours.steady(self.ctx),  # type: ignore[arg-type]
-            2 * budget,
+            4 * budget,
         )
         if error:
-            rows["ours-kafka"] = rows["ours-http"] = {"error": error}
+            rows.update({system: {"error": error} for system in DELIVERY_ROWS})
         else:
             rows.update(found)
         for system in peers.SYSTEMS:
