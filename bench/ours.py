@@ -793,8 +793,7 @@ async def watch_recovery(
 
 async def failover(ctx: Context) -> dict[str, dict[str, Any]]:
     count = ctx.sizes.recurring
-    first = new_app(ctx, "failover")
-    second = Worker(ctx, first.name + "-b", app_id=first.app_id, prefix=first.prefix)
+    first, second = new_apps(ctx, "failover", 2).members
     run = f"failover-{uuid.uuid4().hex[:6]}"
     target = await KafkaTarget.start(ctx.bootstrap, run, ctx.log(f"kafka-target-{run}"))
     try:
