@@ -123,65 +123,28 @@ def goals(sizes: Sizes) -> list[Goal]:
     """The issue's goals for the sizes this run uses (a burst goal exists per size)."""
     found: list[Goal] = []
     burst_goals = {10_000: (0.35, 3.0), 100_000: (2.0, 20.0)}
+    steady_goals = (
+        ("p99", "s", {"kafka": 0.100, "http": 0.250}),
+        ("missing", "", {"kafka": 0, "http": 0}),
+    )
+    targets = (("kafka", "Kafka"), ("http", "HTTP"))
     rate = sizes.steady_rate
     for count in (1, SCALED):
         ours, on = scaled(count), "" if count == 1 else f", {count} workers"
         for n in sizes.bursts:
             kafka_p99, http_all = burst_goals.get(n, burst_goals[10_000])
+            kafka_label = f"burst {n:,} Kafka p99{on}"
+            http_label = f"burst {n:,} HTTP all delivered{on}"
             found += [
-                Goal(
-                    "burst",
-                    f"{ours}-kafka",
-                    "p99",
-                    "<=",
-                    kafka_p99,
-                    "s",
-                    f"burst {n:,} Kafka p99{on}",
-                    n,
-                ),
-                Goal(
-                    "burst",
-                    f"{ours}-http",
-                    "last",
-                    "<=",
-                    http_all,
-                    "s",
-                    f"burst {n:,} HTTP all delivered{on}",
-                    n,
-                ),
+                Goal("burst", f"{ours}-kafka", "p99", "<=", kafka_p99, "s", kafka_label, n),
+                Goal("burst", f"{ours}-http", "last", "<=", http_all, "s", http_label, n),
             ]
-        found += [
-            Goal(
-                "steady",
-                f"{ours}-kafka",
-                "p99",
-                "<=",
-                0.100,
-                "s",
-                f"steady {rate:,}/s Kafka p99{on}",
-            ),
-            Goal(
-                "steady", f"{ours}-http", "p99", "<=", 0.250, "s", f"steady {rate:,}/s HTTP p99{on}"
-            ),
-            Goal(
-                "steady",
-                f"{ours}-kafka",
-                "missing",
-                "<=",
-                0,
-                "",
-                f"steady {rate:,}/s Kafka missing{on}",
-            ),
-            Goal(
-                "steady",
-                f"{ours}-http",
-                "missing",
-                "<=",
-                0,
-                "",
-                f"steady {rate:,}/s HTTP missing{on}",
-            ),
-        ]
+        for metric, unit, limits in steady_goals:
+            for kind, target in targets:
+                label = f"steady {rate:,}/s {target} {metric}{on}"
+                found.append(
+                    Goal("steady", f"{ours}-{kind}", metric, "<=", limits[kind], unit, label)
+                )
     found += [
         Goal(
             "registration",

@@ -486,9 +486,14 @@ def long_rows(long: dict[str, Any]) -> list[str]:
         f"`{meta.get('command')}` on {meta.get('date')}, commit `{meta.get('commit') or '?'}`) "
         "measured:",
         "",
-        "| goal | target | measured | verdict |",
-        "|---|---|---|---|",
+        *goal_table(rows),
     ]
+    return out
+
+
+def goal_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Goal rows (:func:`goal_rows`) as a table: goal, target, measured, verdict."""
+    out = ["| goal | target | measured | verdict |", "|---|---|---|---|"]
     for row in rows:
         goal = row["goal"]
         out.append(
@@ -538,14 +543,7 @@ def markdown(
     else:
         out += [f"![results at a glance]({config.outputs(sizes.mode)[1]}/chart.png)", ""]
 
-    out += ["## Goals (issue 7)", "", "| goal | target | measured | verdict |", "|---|---|---|---|"]
-    for row in goal_rows(results, sizes):
-        goal = row["goal"]
-        out.append(
-            f"| {goal.label} | {goal.op} {show(goal.limit, goal.unit)} | "
-            f"{show(row['value'], goal.unit) if row['value'] is not None else '-'} | "
-            f"{row['verdict']} |"
-        )
+    out += ["## Goals (issue 7)", "", *goal_table(goal_rows(results, sizes))]
     if sizes.registration < 1_000_000:
         out += [
             "",
