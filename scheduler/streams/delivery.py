@@ -35,6 +35,7 @@ from scheduler.delivery import Result, RetryPolicy, Verdict, attempt_error
 from scheduler.executors import Executors, KafkaRecord, kafka_record
 from scheduler.models import Task
 from scheduler.streams import history
+from scheduler.streams.batching import take_queued
 from scheduler.timefmt import format_utc, parse_utc
 from scheduler.topics import dead_topic, firings_topic, retry_topic
 
@@ -44,6 +45,8 @@ executors = Executors(max_connections=settings.max_in_flight)
 _slots: asyncio.Semaphore | None = None
 _running: set[asyncio.Future[None]] = set()
 _waiting: dict[Any, set[asyncio.Future[None]]] = defaultdict(set)
+#: The queue of fetched ``firings`` events waiting for ``deliver_firings``.
+_fetched: Any = None
 
 _succeeded = metrics.counter("scheduler_deliveries_succeeded_total", "deliveries that succeeded")
 _failed = metrics.counter("scheduler_deliveries_failed_total", "delivery attempts that failed")
@@ -269,20 +272,39 @@ async def _settle_kafka(batch: list[Held]) -> None:
         await stream.ack(event)
 
 
+def backlog() -> int:
+    """Firings fetched from ``firings`` and not yet taken by the executor."""
+    return _fetched.qsize() if _fetched is not None else 0
+
+
+#: The most queued firings the executor takes in one turn of the loop.
+TAKE_QUEUED = 100
+
+
 @app.agent(firings_topic, name="deliver-firings")
 async def deliver_firings(stream: Any) -> Any:
+    global _fetched
+    _fetched = getattr(stream.channel, "queue", None)
     async for event in stream.noack().events():
-        firing = json.loads(event.value)
-        revoked = firing.get("revoked")
-        if revoked is not None:
-            _revocations.inc(await _held.revoke(revoked))
-            await stream.ack(event)
-            continue
-        due_us = clock.to_us(parse_utc(firing["scheduled_for"]))
-        if due_us > clock.now_us():
-            await _held.hold(due_us, firing, stream, event)
-            continue
-        await _start(firing, stream, event)
+        await _take(stream, event)
+        # And what else is queued, without a turn of the loop each
+        # (scheduler.streams.batching.take_queued).
+        for queued in take_queued(stream, TAKE_QUEUED):
+            await _take(stream, queued)
+
+
+async def _take(stream: Any, event: Any) -> None:
+    firing = json.loads(event.value)
+    revoked = firing.get("revoked")
+    if revoked is not None:
+        _revocations.inc(await _held.revoke(revoked))
+        await stream.ack(event)
+        return
+    due_us = clock.to_us(parse_utc(firing["scheduled_for"]))
+    if due_us > clock.now_us():
+        await _held.hold(due_us, firing, stream, event)
+        return
+    await _start(firing, stream, event)
 
 
 async def _settle(firing: dict[str, Any], stream: Any, event: Any) -> None:
