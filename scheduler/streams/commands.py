@@ -113,7 +113,7 @@ YIELD_EVERY = 16
 GIVE_WAY_TURNS = 4_096
 
 #: Records a batch collects before it queues them and lets other writers in.
-FLUSH_RECORDS = 1_000
+FLUSH_RECORDS = 5_000
 
 #: Held by the batch that writes the tables, until its records are queued.
 _writing = asyncio.Lock()
