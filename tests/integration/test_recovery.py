@@ -43,7 +43,10 @@ def upsert(n: int, **fields: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "client": CLIENTS.client(f"k{n}"),
         "type": "cron",
-        "schedule": f"{n % 60} 9 * * 1-5",
+        # 09:mm on 1 January only: a weekday 09:mm in Seoul (00:mm UTC) fired
+        # during runs at that hour and changed schedules between the listing
+        # and the kill (CI, 2026-12-04 00:16 UTC).
+        "schedule": f"{n % 60} 9 1 1 *",
         "timezone": "Asia/Seoul",
         "task": {"type": "rest", "connection": {"host": "http://127.0.0.1:9/never"}},
     }
@@ -78,6 +81,9 @@ async def committed_to_end(worker: Worker, *topics: str, timeout: float = 60) ->
         await admin.close()
 
 
+YEARLY = "0 0 1 1 *"
+
+
 def action(name: str, n: int) -> dict[str, Any]:
     return {"action": name, "client": CLIENTS.client(f"k{n}")}
 
@@ -97,7 +103,8 @@ async def test_an_empty_data_dir_gets_every_schedule_back_in_order(
     }
     commands: list[dict[str, Any]] = [upsert(n) for n in range(SCHEDULES)]
     # Overwritten, paused and deleted: later records of the same key win.
-    commands += [upsert(n, schedule="*/5 * * * *", timezone="UTC") for n in range(0, SCHEDULES, 3)]
+    # A cron that cannot fire during the test either (*/5 could).
+    commands += [upsert(n, schedule=YEARLY, timezone="UTC") for n in range(0, SCHEDULES, 3)]
     commands += [action("pause", n) for n in range(1, SCHEDULES, 7)]
     commands += [action("delete", n) for n in range(2, SCHEDULES, 11)]
     commands.append(soon)
@@ -133,7 +140,7 @@ async def test_an_empty_data_dir_gets_every_schedule_back_in_order(
     paused = [s for s in after.values() if s["status"] == "paused"]
     assert len(paused) == len([n for n in range(1, SCHEDULES, 7) if n % 11 != 2])
     rewritten = after[CLIENTS.sid("k3")]
-    assert rewritten["schedule"] == "*/5 * * * *" and rewritten["timezone"] == "UTC"
+    assert rewritten["schedule"] == YEARLY and rewritten["timezone"] == "UTC"
     # The due index came back too: the one-shot due after the restart fired.
     assert out.records[0]["headers"]["X-Scheduled-For"].decode() == due
     assert parse_utc(due).timestamp() <= out.records[0]["arrived"]
