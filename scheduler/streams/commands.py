@@ -251,11 +251,10 @@ async def _applied_or_woken(event: Any, batch: Batch) -> None:
     envelope = event.value
     partition = event.message.partition
     kind = envelope.get("kind")
-    outbox: Outbox = batch
     if kind == "wakes":
         await _wake_all(envelope["due"], partition, batch)
     elif kind == "wake":  # one entry per record, as sent before wake-ups were batched
-        await _wake(event.key, int(envelope["due_us"]), partition, outbox)
+        await _wake(event.key, int(envelope["due_us"]), partition, batch)
     else:
         await _apply(
             event.key,
@@ -263,7 +262,7 @@ async def _applied_or_woken(event: Any, batch: Batch) -> None:
             parse_utc(envelope["accepted_at"]),
             envelope.get("original"),
             partition,
-            outbox,
+            batch,
         )
 
 
