@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
 from datetime import datetime
 
 from scheduler.timefmt import format_utc
 
+#: ``json.dumps(value, ensure_ascii=False, separators=(",", ":"))``, without
+#: building a new encoder on every call as ``json.dumps`` does for those options.
+compact_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
 
 def schedule_id(operation: str, application: str, group: str, key: str, type_: str) -> str:
-    canonical = json.dumps(
-        [operation, application, group, key, type_], ensure_ascii=False, separators=(",", ":")
-    )
+    canonical = compact_json([operation, application, group, key, type_])
     return "sch_" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
 
 
@@ -39,3 +42,34 @@ def firing_id(schedule: str, scheduled_for: datetime) -> str:
 def trigger_firing_id(schedule: str, accepted_at: datetime) -> str:
     """The id of a ``trigger`` firing: its own namespace, never a nominal instant's."""
     return firing_id(schedule + "!trigger", accepted_at)
+
+
+_M = 0x5BD1E995
+_MASK = 0xFFFFFFFF
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (Java's ``Utils.murmur2``), as aiokafka's ``murmur2`` computes it.
+
+    The same arithmetic, with the 4-byte words read in one ``struct`` call
+    and fewer masks: aiokafka's byte-at-a-time loop cost ~7% of a worker's
+    time registering commands (bench/ registration profile), for a 36-byte id.
+    """
+    length = len(data)
+    h = 0x9747B28C ^ length
+    whole = length // 4
+    for k in struct.unpack_from(f"<{whole}I", data):
+        k = (k * _M) & _MASK
+        k = ((k ^ (k >> 24)) * _M) & _MASK
+        h = ((h * _M) & _MASK) ^ k
+    tail = length & 3
+    if tail:
+        end = whole * 4
+        if tail >= 3:
+            h ^= data[end + 2] << 16
+        if tail >= 2:
+            h ^= data[end + 1] << 8
+        h = ((h ^ data[end]) * _M) & _MASK
+    h ^= h >> 13
+    h = (h * _M) & _MASK
+    return h ^ (h >> 15)

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from scheduler import misfire
+from scheduler import ids, misfire
 from scheduler.errors import InvalidCommand
 from scheduler.models import Action, Command
 from scheduler.timefmt import format_utc, parse_utc
@@ -100,7 +100,7 @@ class ScheduleRecord:
         of it, so it is not encoded again each time the state moves; and with
         it last, :meth:`from_bytes` can hand its bytes to pydantic as they are.
         """
-        state = json.dumps(self._state_json(), ensure_ascii=False, separators=(",", ":")).encode()
+        state = ids.compact_json(self._state_json()).encode()
         return state[:-1] + _COMMAND_MEMBER + self.command.json_bytes + b"}"
 
     @classmethod

@@ -14,7 +14,7 @@ from typing import Any
 
 from faust import web
 
-from scheduler import metrics, state
+from scheduler import metrics, state, tables
 from scheduler.app import app, settings
 from scheduler.errors import InvalidCommand, InvalidSchedule
 from scheduler.models import parse_command
@@ -36,6 +36,7 @@ def _error(view: web.View, status: int, error: str, detail: str, **extra: Any) -
 class ScheduleView(web.View):
     @app.table_route(table=schedules, match_info="schedule_id")  # type: ignore[arg-type]
     async def get(self, request: web.Request, schedule_id: str) -> web.Response:
+        tables.flush()  # what the agents staged, so a lookup sees every applied command
         stored = schedules.get(schedule_id.encode())
         if stored is None:
             return _error(self, 404, "not_found", f"no schedule {schedule_id}")
@@ -69,6 +70,7 @@ class ScheduleListView(web.View):
 
 def _local(filters: dict[str, str], limit: int) -> list[dict[str, Any]]:
     out = []
+    tables.flush()
     for stored in schedules.values():
         record = state.ScheduleRecord.from_bytes(stored)
         if state.matches(record, filters):

@@ -44,19 +44,17 @@ async def take_batches(stream: Any, max_: int) -> AsyncIterator[list[Any]]:
     stream.enable_acks = False  # acked below, after the batch was processed
     stream.add_processor(add)
     stream._enable_passive(aiter(stream.channel))
-    queue = getattr(stream.channel, "queue", None)
     try:
         while not stream.should_stop:
             if not events and await stream.wait_for_stopped(ready):
                 break
-            # Faust's stream iteration yields to the loop after every event, so
-            # the processor above adds one event per turn of the loop: let it
-            # move what is already queued into this batch (bounded, so a
-            # stalled stream cannot keep us here).
-            for _ in range(max_):
-                if len(events) >= max_ or queue is None or queue.empty():
-                    break
-                await asyncio.sleep(0)
+            # Faust's stream iteration gives the loop a turn before every
+            # event, so the processor above adds one event per turn: what is
+            # queued behind it joins this batch at once. (The iteration turns
+            # before it takes an event from the queue and calls the processor
+            # right after, so these come after every event it has taken.)
+            if len(events) < max_:
+                events.extend(take_queued(stream, max_ - len(events)))
             batch = events[:max_]
             try:
                 yield batch

@@ -47,8 +47,6 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aiokafka.partitioner import murmur2
-
 from scheduler import clock, ids, metrics, state, tables
 from scheduler.app import app, settings
 from scheduler.errors import InvalidCommand
@@ -136,6 +134,11 @@ class Batch(Outbox):
     def __init__(self) -> None:
         super().__init__()
         self.holding = False
+
+    async def send(self) -> None:
+        """The staged table writes to RocksDB, then the records to the producer."""
+        tables.flush()
+        await super().send()
 
     async def begin(self) -> None:
         await _writing.acquire()
@@ -228,7 +231,7 @@ async def _accept(event: Any, outbox: Outbox) -> None:
 
 def owner_partition(key: bytes) -> int:
     """The partition the default (murmur2, as Java's) partitioner gives ``key``."""
-    hashed: int = murmur2(key) & 0x7FFFFFFF
+    hashed = ids.murmur2(key) & 0x7FFFFFFF
     return hashed % settings.partitions
 
 

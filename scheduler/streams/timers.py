@@ -45,7 +45,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from scheduler import clock, metrics
+from scheduler import clock, metrics, tables
 from scheduler.app import app, settings
 from scheduler.tables import partition_db, timers
 from scheduler.topics import keyed_commands_topic
@@ -241,6 +241,9 @@ metrics.gauge("scheduler_timer_partitions", lambda: len(registry.timers), "parti
 
 def _index_reader(partition: int) -> Callable[[int, int], list[tuple[int, str]]]:
     def read(low_us: int, high_us: int) -> list[tuple[int, str]]:
+        # Staged entries too: one offered before the horizon moved past it
+        # would otherwise be neither offered nor read (see ``refill``).
+        tables.flush()
         db = partition_db(timers, partition)
         it = db.iter()
         it.seek(b"%017d" % max(low_us, 0))

@@ -10,12 +10,26 @@ showed up in the burst profile (bench/). Here the changelog record goes into
 the caller's :class:`~scheduler.outbox.Outbox`, and once its batch is written
 the table's persisted offset moves on, as Faust's own callback does: recovery
 and standbys read the same changelog as before.
+
+Writes are staged in memory and reach RocksDB as one ``WriteBatch`` per
+partition's DB when the batch's records are queued (:func:`flush`, called by
+``scheduler.streams.commands.Batch.send``), not one ``put`` per
+key: each ``put`` appends to RocksDB's write-ahead log and lets go of the
+GIL, and the consumer's thread then held it before the agent could go on
+(bench/ registration: 289 µs of CPU per command with a ``put`` each, 220 µs
+staged). :func:`read` sees staged writes first, and anything that reads a
+partition's DB another way (a timer's refill, a web lookup) calls
+:func:`flush` before it does; it takes no await, so it is safe at any time.
+Staging changes nothing after a crash: a batch's staged writes are lost
+then, as is what it had not yet produced, and its events are not yet
+acknowledged, so they are processed again.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import rocksdict
 from faust.types import TP
 
 from scheduler.app import app, settings
@@ -61,19 +75,49 @@ def partition_db(table: Any, partition: int) -> Any:
     return table.data._db_for_partition(partition)
 
 
+#: Writes not yet in RocksDB, per (table, partition): key to value, None to delete.
+_staged: dict[tuple[Any, int], dict[bytes, bytes | None]] = {}
+
+
+def _stage(table: Any, partition: int) -> dict[bytes, bytes | None]:
+    found = _staged.get((table, partition))
+    if found is None:
+        found = _staged[(table, partition)] = {}
+    return found
+
+
 def read(table: Any, partition: int, key: bytes) -> bytes | None:
+    staged = _staged.get((table, partition))
+    if staged is not None and key in staged:
+        return staged[key]
     value: bytes | None = partition_db(table, partition).get(key)
     return value
 
 
 def write(table: Any, partition: int, key: bytes, value: bytes, outbox: Outbox) -> None:
-    partition_db(table, partition).put(key, value)
+    _stage(table, partition)[key] = value
     outbox.add(_changelog(table), partition, key, value, _persister(table, partition))
 
 
 def erase(table: Any, partition: int, key: bytes, outbox: Outbox) -> None:
-    partition_db(table, partition).delete(key)
+    _stage(table, partition)[key] = None
     outbox.add(_changelog(table), partition, key, None, _persister(table, partition))
+
+
+def flush() -> None:
+    """Write every staged write to its partition's RocksDB, one batch per DB."""
+    for (table, partition), staged in _staged.items():
+        if not staged:
+            continue
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        for key, value in staged.items():
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        # Looked up now, not when staged: a rebalance may have reopened it.
+        partition_db(table, partition).write(batch)
+        staged.clear()
 
 
 def _changelog(table: Any) -> str:
