@@ -280,3 +280,20 @@ def test_every_transition_of_2020_to_2030_follows_the_rule(zone_name: str) -> No
                 for wall in (before + jump, before + jump / 2, before - SECOND):
                     assert local_to_utc(wall, zone) == instant - (before - wall)
                     assert repeat_end(wall, zone) == before
+
+
+def test_format_utc_tells_the_two_halves_of_a_repeated_hour_apart() -> None:
+    # 01:30 happens twice in New York on 2026-11-01: the two compare equal
+    # (same zone, fold ignored) but are an hour apart, and formatted as such
+    # even once the first has been formatted (and remembered).
+    from zoneinfo import ZoneInfo
+
+    from scheduler.timefmt import format_utc
+
+    zone = ZoneInfo("America/New_York")
+    first = datetime(2026, 11, 1, 1, 30, tzinfo=zone)
+    second = first.replace(fold=1)
+    assert first == second
+    assert format_utc(first) == "2026-11-01T05:30:00.000Z"
+    assert format_utc(second) == "2026-11-01T06:30:00.000Z"
+    assert format_utc(first, micros=True) == "2026-11-01T05:30:00.000000Z"
