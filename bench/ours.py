@@ -650,7 +650,69 @@ async def registration(ctx: Context) -> dict[str, dict[str, Any]]:
         out["restart"] = {"error": f"{type(exc).__name__}: {exc}"}
     finally:
         worker.stop()
+    try:
+        out["registration"].update(await _floor(ctx, min(n, FLOOR_MAX)))
+    except Exception as exc:
+        out["registration"]["floor_error"] = f"{type(exc).__name__}: {exc}"
     return out
+
+
+#: The most commands the floor (``bench/floor.py``) drains.
+FLOOR_MAX = 200_000
+
+
+async def _floor(ctx: Context, n: int) -> dict[str, Any]:
+    """Faust's consumer alone (``bench.floor``) draining ``n`` of the same commands."""
+    floor = new_app(ctx, "floor")
+    await ensure_topics(ctx, floor)
+    first = math.ceil(time.time()) + 86_400
+    never = task("http", NEVER_URL, "")
+    commands = (command("reg", i, "date", iso(first + i), never) for i in range(n))
+    topic = floor.prefix + "schedule-commands"
+    await produce(ctx.bootstrap, topic, commands)
+    log = ctx.log(floor.name)
+    env = dict(os.environ)
+    env.update(
+        {
+            "FLOOR_BROKER": f"kafka://{ctx.bootstrap}",
+            "FLOOR_APP_ID": floor.app_id,
+            "FLOOR_TOPIC": topic,
+            "FLOOR_PARTITIONS": str(PARTITIONS),
+            "FLOOR_COUNT": str(n),
+            "FLOOR_WEB_PORT": str(floor.port),
+            "FLOOR_DATA_DIR": str(floor.data_dir),
+        }
+    )
+    proc = procs.spawn(
+        [str(procs.BIN / "python"), "-m", "bench.floor", "worker", "-l", "warn"], env=env, log=log
+    )
+    deadline = time.monotonic() + max(120.0, n / 1000)
+
+    def reported() -> dict[str, Any] | None:
+        for line in log.read_text(errors="replace").splitlines() if log.exists() else ():
+            # Faust logs what its worker prints: after a timestamp and a level.
+            at = line.find("FLOOR {")
+            if at >= 0:
+                found = json.loads(line[at + len("FLOOR ") :])
+                return {
+                    "floor_rate": found["rate"],
+                    "floor_cpu_us": found["cpu_us_per_record"],
+                    "floor_records": found["records"],
+                }
+        return None
+
+    try:
+        while time.monotonic() < deadline:
+            exited = proc.poll() is not None  # before reading: it prints, then exits
+            found = reported()
+            if found is not None:
+                return found
+            if exited:
+                raise RuntimeError(f"floor exited with {proc.returncode} and no result")
+            await asyncio.sleep(0.5)
+        raise RuntimeError(f"floor took more than {max(120.0, n / 1000):g} s")
+    finally:
+        procs.kill(proc)
 
 
 async def _drain(ctx: Context, worker: Worker, n: int) -> dict[str, Any]:
@@ -658,6 +720,7 @@ async def _drain(ctx: Context, worker: Worker, n: int) -> dict[str, Any]:
     worker.spawn()
     spawned = time.time()
     samples: list[tuple[float, int]] = []
+    cpu_first: tuple[int, float] | None = None
     profiler = None
     deadline = time.monotonic() + max(300.0, n / 1000)
     try:
@@ -670,6 +733,9 @@ async def _drain(ctx: Context, worker: Worker, n: int) -> dict[str, Any]:
                 await asyncio.sleep(0.2)
                 continue
             samples.append((time.time(), applied))
+            cpu_now = (applied, procs.cpu_seconds(worker.pid))
+            if applied > 0 and cpu_first is None:
+                cpu_first = cpu_now
             if applied > 0 and profiler is None:
                 profiler = ctx.profile_start("registration", worker.pid)
             if applied >= n:
@@ -692,6 +758,9 @@ async def _drain(ctx: Context, worker: Worker, n: int) -> dict[str, Any]:
         "seconds": round(t1 - t0, 1),
         "first_applied_after_start_s": round(t0 - spawned, 1),
     }
+    if cpu_first is not None and cpu_now[0] > cpu_first[0]:
+        used = (cpu_now[1] - cpu_first[1]) / (cpu_now[0] - cpu_first[0])
+        result["cpu_us_per_command"] = round(used * 1e6, 1)
     if a1 < n:
         result["error"] = f"timed out: {a1:,} of {n:,} applied"
     return result
