@@ -620,11 +620,9 @@ async def registration(ctx: Context) -> dict[str, dict[str, Any]]:
     worker = new_app(ctx, "registration")
     out: dict[str, dict[str, Any]] = {}
     await ensure_topics(ctx, worker)
-    # Far-future one-shots, one a second from tomorrow on: active, never due during the bench.
-    first = math.ceil(time.time()) + 86_400
-    never = task("http", NEVER_URL, "")
-    commands = (command("reg", i, "date", iso(first + i), never) for i in range(n))
-    produced_s = await produce(ctx.bootstrap, worker.prefix + "schedule-commands", commands)
+    produced_s = await produce(
+        ctx.bootstrap, worker.prefix + "schedule-commands", _far_future_commands(n)
+    )
     try:
         out["registration"] = await _drain(ctx, worker, n)
         out["registration"]["produce_rate"] = round(n / produced_s)
@@ -657,6 +655,13 @@ async def registration(ctx: Context) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _far_future_commands(n: int) -> Iterable[dict[str, Any]]:
+    """One-shots a second apart from tomorrow on: active, never due during the bench."""
+    first = math.ceil(time.time()) + 86_400
+    never = task("http", NEVER_URL, "")
+    return (command("reg", i, "date", iso(first + i), never) for i in range(n))
+
+
 #: The most commands the floor (``bench/floor.py``) drains.
 FLOOR_MAX = 200_000
 
@@ -665,11 +670,8 @@ async def _floor(ctx: Context, n: int) -> dict[str, Any]:
     """Faust's consumer alone (``bench.floor``) draining ``n`` of the same commands."""
     floor = new_app(ctx, "floor")
     await ensure_topics(ctx, floor)
-    first = math.ceil(time.time()) + 86_400
-    never = task("http", NEVER_URL, "")
-    commands = (command("reg", i, "date", iso(first + i), never) for i in range(n))
     topic = floor.prefix + "schedule-commands"
-    await produce(ctx.bootstrap, topic, commands)
+    await produce(ctx.bootstrap, topic, _far_future_commands(n))
     log = ctx.log(floor.name)
     env = dict(os.environ)
     env.update(
@@ -686,7 +688,8 @@ async def _floor(ctx: Context, n: int) -> dict[str, Any]:
     proc = procs.spawn(
         [str(procs.BIN / "python"), "-m", "bench.floor", "worker", "-l", "warn"], env=env, log=log
     )
-    deadline = time.monotonic() + max(120.0, n / 1000)
+    allowed = max(120.0, n / 1000)
+    deadline = time.monotonic() + allowed
 
     def reported() -> dict[str, Any] | None:
         for line in log.read_text(errors="replace").splitlines() if log.exists() else ():
@@ -710,7 +713,7 @@ async def _floor(ctx: Context, n: int) -> dict[str, Any]:
             if exited:
                 raise RuntimeError(f"floor exited with {proc.returncode} and no result")
             await asyncio.sleep(0.5)
-        raise RuntimeError(f"floor took more than {max(120.0, n / 1000):g} s")
+        raise RuntimeError(f"floor took more than {allowed:g} s")
     finally:
         procs.kill(proc)
 
