@@ -55,12 +55,18 @@ class Recorder:
             found = self.runs[run] = []
         found.append(record)
 
+    def count(self, run: str) -> int:
+        return len(self.runs.get(run, ()))
+
+    def records(self, run: str) -> list[Record]:
+        return self.runs.get(run, [])
+
     def routes(self, app: web.Application) -> None:
         async def count(request: web.Request) -> web.Response:
-            return web.json_response({"count": len(self.runs.get(request.match_info["run"], ()))})
+            return web.json_response({"count": self.count(request.match_info["run"])})
 
         async def dump(request: web.Request) -> web.Response:
-            records = self.runs.get(request.match_info["run"], [])
+            records = self.records(request.match_info["run"])
             rows = []
             for arrival, scheduled, firing, schedule in records:
                 try:

@@ -162,12 +162,27 @@ class Executors:
                 for index in indexes:
                     chosen = partitions[records[index].key_hash % len(partitions)]
                     by_partition.setdefault(chosen, []).append(index)
-                for partition, members in by_partition.items():
-                    for future, batch in await _send_batches(
-                        producer, topic, partition, members, records
-                    ):
+                # Every partition at once: aiokafka sends one batch per
+                # partition per request, and a partition's next batch waits
+                # until its previous one has left, so partitions queued one
+                # after another would wait on each other's round trips.
+                sends = await asyncio.gather(
+                    *(
+                        _send_batches(producer, topic, partition, members, records)
+                        for partition, members in by_partition.items()
+                    ),
+                    return_exceptions=True,
+                )
+                failed: BaseException | None = None
+                for sent in sends:
+                    if isinstance(sent, BaseException):
+                        failed = sent
+                        continue
+                    for future, batch in sent:
                         pending[future] = batch
                         queued.update(batch)
+                if failed is not None:
+                    raise failed
             except Exception as exc:
                 for index in indexes:
                     if index not in queued:

@@ -149,17 +149,22 @@ async def test_a_change_replaces_the_held_firing(worker: Worker, http_target: Ht
     assert len(http_target.of("same")) == 1
 
 
+@pytest.mark.parametrize("count", [12, 300])
 async def test_held_kafka_firings_go_out_together_keyed_and_partitioned_as_one_by_one(
-    worker: Worker,
+    worker: Worker, count: int
 ) -> None:
-    """Kafka firings due at one instant are produced as prebuilt batches: same records."""
+    """Kafka firings due at one instant are produced as prebuilt batches: same records.
+
+    12 firings over 3 partitions go one by one; 300 fill a batch on every
+    partition (``executors.MIN_BATCH``), and the partitions are queued at once.
+    """
     from aiokafka import AIOKafkaConsumer
     from aiokafka.partitioner import DefaultPartitioner
 
-    topic = worker.topic("ahead-orders")
+    topic = worker.topic(f"ahead-orders-{count}")
     await create_topics(worker.bootstrap, topic, partitions=3)
     at = due_in(LEAD_S)
-    keys = [f"order-{n}" for n in range(12)]
+    keys = [f"order-{count}-{n}" for n in range(count)]
 
     def kafka_task(n: int) -> dict[str, Any]:
         connection = {"host": worker.bootstrap, "topic": topic}
