@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from scheduler.streams.delivery import PREBUILD_MIN
 from tests.support import (
     Clients,
     Collector,
@@ -26,6 +27,7 @@ from tests.support import (
     create_topics,
     eventually,
     instant,
+    metric,
     send_commands,
 )
 
@@ -149,14 +151,16 @@ async def test_a_change_replaces_the_held_firing(worker: Worker, http_target: Ht
     assert len(http_target.of("same")) == 1
 
 
-@pytest.mark.parametrize("count", [12, 300])
+@pytest.mark.parametrize("count", [12, 300, PREBUILD_MIN + 200])
 async def test_held_kafka_firings_go_out_together_keyed_and_partitioned_as_one_by_one(
     worker: Worker, count: int
 ) -> None:
     """Kafka firings due at one instant are produced as prebuilt batches: same records.
 
     12 firings over 3 partitions go one by one; 300 fill a batch on every
-    partition (``executors.MIN_BATCH``), and the partitions are queued at once.
+    partition (``executors.MIN_BATCH``), and the partitions are queued at once;
+    a crowd of ``PREBUILD_MIN`` or more is appended to its batches before the
+    instant, its records stamped with the instant itself.
     """
     from aiokafka import AIOKafkaConsumer
     from aiokafka.partitioner import DefaultPartitioner
@@ -172,6 +176,7 @@ async def test_held_kafka_firings_go_out_together_keyed_and_partitioned_as_one_b
             connection["key"] = f"custom-{n}"
         return {"type": "kafka", "connection": connection, "data": {"order": n}}
 
+    prebuilt_before = metric(worker, "scheduler_kafka_prebuilt_total")
     await send_commands(
         worker,
         *(
@@ -207,3 +212,10 @@ async def test_held_kafka_firings_go_out_together_keyed_and_partitioned_as_one_b
         assert headers["X-Schedule-Id"] == sid_of(key)
         assert headers["X-Scheduled-For"] == at.replace("Z", "000Z")
         assert headers["Idempotency-Key"].startswith("fir_") and headers["X-Attempt"] == "1"
+    prebuilt = metric(worker, "scheduler_kafka_prebuilt_total") - prebuilt_before
+    if count >= PREBUILD_MIN:
+        assert prebuilt == count
+        assert {record.timestamp for record in got} == {int(instant(at) * 1000)}
+    else:
+        assert prebuilt == 0
+        assert min(record.timestamp for record in got) >= int(instant(at) * 1000)
