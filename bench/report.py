@@ -529,7 +529,8 @@ def markdown(
         f"{v.get('faust-streaming')}, aiokafka {v.get('aiokafka')}, rocksdict "
         f"{v.get('rocksdict')}, APScheduler {v.get('APScheduler')}, SQLAlchemy "
         f"{v.get('SQLAlchemy')} (SQLite {v.get('sqlite')}), rq {v.get('rq')}, rq-scheduler "
-        f"{v.get('rq-scheduler')}, redis-server {v.get('redis-server')}, py-spy {v.get('py-spy')}.",
+        f"{v.get('rq-scheduler')}, redis-server {v.get('redis-server')}, py-spy {v.get('py-spy')}"
+        + (f", confluent-kafka {v['confluent-kafka']}." if v.get("confluent-kafka") else "."),
         "",
     ]
     if meta.get("only"):
@@ -798,8 +799,9 @@ WHY = {
         "A worker fires each instant ahead of time (`SCHEDULER_FIRE_AHEAD`, 5 s): the "
         "schedule's new state, its due-index entry and the firing are written, and the "
         "executor holds the firing until its instant, so the instant itself costs only the "
-        "delivery. Kafka firings due together go out as prebuilt batches, one per topic "
-        "partition; REST firings one POST each over kept-alive connections "
+        "delivery. A crowd of Kafka firings due together is appended to its producer "
+        "batches a second before its instant, and at the instant every partition's "
+        "batches are queued at once; REST firings go one POST each over kept-alive connections "
         "(`scheduler/http1.py`), at most 256 in flight. What is left at the instant is "
         "that delivery work on one Python event loop, and whatever of the firing work "
         "did not fit before the instant (schedules stored less than the fire-ahead before it). "
@@ -972,9 +974,10 @@ def method(meta: dict[str, Any], sizes: Sizes) -> list[str]:
         "- **One target for all.** Every system delivers to the same aiohttp server, in its "
         "own process, which records each request's arrival time next to the instant it was "
         "scheduled for: `X-Scheduled-For` from our service, the JSON body from the peers. "
-        "For Kafka delivery a consumer in its own process records each record's arrival "
-        "against its `X-Scheduled-For` header. Lateness is measured there, never by the "
-        "system under test.",
+        "For Kafka delivery a consumer in its own process (librdkafka's, through "
+        "confluent-kafka, assigned to every partition) records each record's arrival, "
+        "stamped when the consumer hands it over, against its `X-Scheduled-For` header. "
+        "Lateness is measured there, never by the system under test.",
         f"- **Our service**: a local Kafka {meta.get('versions', {}).get('kafka')} (KRaft) "
         f"started by the bench; `scheduler worker` processes with "
         f"`SCHEDULER_PARTITIONS={settings.get('partitions')}`, "

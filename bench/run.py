@@ -68,6 +68,7 @@ def versions() -> dict[str, str]:
         "rq-scheduler",
         "redis",
         "py-spy",
+        "confluent-kafka",
     ):
         try:
             found[name] = metadata.version(name)
