@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -186,8 +187,8 @@ class Command(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _complete_for_action(self) -> Command:
-        if self.action is not Action.UPSERT:
+    def _complete_for_action(self, info: ValidationInfo) -> Command:
+        if self.action is not Action.UPSERT or (info.context or {}).get("stored"):
             return self
         if self.type is None:
             raise ValueError("type: is required for an upsert")
@@ -251,9 +252,11 @@ class Command(_Strict):
 
         pydantic reads the JSON itself (about half the time of ``json.loads``
         and ``model_validate``), and a record that is read, advanced and
-        written again does not encode its command again.
+        written again does not encode its command again. The checks that
+        only a new command needs (that its schedule parses, its bounds are
+        in order) are skipped: a stored command passed them when accepted.
         """
-        command = cls.model_validate_json(encoded)
+        command = cls.model_validate_json(encoded, context=_STORED)
         command.__dict__["json_bytes"] = encoded  # what the cached_property would store
         return command
 
@@ -263,12 +266,12 @@ class Command(_Strict):
 
         The same in every firing of a schedule, so encoded once per command.
         """
-        fields = {
-            "name": self.name,
-            "client": self.client.model_dump(mode="json"),
-            "task": self.task.model_dump(mode="json") if self.task else None,
-        }
-        return json.dumps(fields, ensure_ascii=False).encode()[1:-1]
+        return self.model_dump_json(include=_FIRING_FIELDS).encode()[1:-1]
+
+
+#: Validation context of a command read back from storage (``Command.from_json_bytes``).
+_STORED = {"stored": True}
+_FIRING_FIELDS = {"name", "client", "task"}
 
 
 def parse_command(raw: bytes | str | dict[str, Any], *, max_bytes: int = 262_144) -> Command:

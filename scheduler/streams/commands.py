@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -274,7 +275,7 @@ async def _applied_or_woken(event: Any, batch: Batch) -> None:
 #: from RocksDB (records are immutable). Only wake-ups fill it, commands drop
 #: their schedule from it, and it is emptied whenever partitions move (their
 #: next owner may change them meanwhile). Oldest written out first.
-_woken: dict[bytes, state.ScheduleRecord] = {}
+_woken: OrderedDict[bytes, state.ScheduleRecord] = OrderedDict()
 
 #: Records kept in ``_woken`` (a few KiB each).
 WOKEN_MAX = 10_000
@@ -299,16 +300,20 @@ def _store(
 ) -> None:
     """Write the record and move its due-index entry if its instant changed.
 
-    ``keep``: remember the record in ``_woken`` (a wake-up's), else forget it.
+    ``keep``: remember the record in ``_woken`` (a wake-up's, if it will be
+    woken again), else forget it.
     """
     _woken.pop(key, None)
     if after is None:
         tables.erase(schedules, partition, key, outbox)
     else:
         tables.write(schedules, partition, key, after.to_bytes(), outbox)
-        if keep:
+        if keep and after.timed is not None:
             if len(_woken) >= WOKEN_MAX:
-                del _woken[next(iter(_woken))]
+                # An OrderedDict: a plain dict's first key, after many deletions
+                # from its front, is found by scanning past their empty slots
+                # (2.3% of a worker's CPU while it woke a 50,000 one-shot crowd).
+                _woken.popitem(last=False)
             _woken[key] = after
     old = before.timed if before else None
     new = after.timed if after else None

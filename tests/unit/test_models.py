@@ -196,3 +196,21 @@ def test_unparsable_date_is_rejected() -> None:
     err = rejected(command(type="date", schedule="next tuesday"))
     assert err.field == "schedule"
     assert "next tuesday" in err.detail
+
+
+def test_a_stored_command_is_read_back_without_the_checks_of_a_new_one() -> None:
+    """``from_json_bytes`` trusts what was accepted; ``parse_command`` still checks it all."""
+    from scheduler.models import Command
+
+    stored = parse_command(example()).json_bytes
+    changed = stored.replace(b'"schedule":"', b'"schedule":"not a ', 1)
+    assert changed != stored
+    with pytest.raises(InvalidCommand) as raised:
+        parse_command(changed)
+    assert "schedule" in str(raised.value)
+    again = Command.from_json_bytes(changed)
+    assert again.schedule is not None and again.schedule.startswith("not a ")
+    assert again.json_bytes == changed
+    # The shape is still checked: a stored command is a command.
+    with pytest.raises(ValueError):
+        Command.from_json_bytes(stored.replace(b'"client":', b'"cliant":', 1))
