@@ -136,10 +136,7 @@ class Executors:
         return Result(Outcome.SUCCESS)
 
     async def deliver_kafka(
-        self,
-        firings: list[dict[str, Any]],
-        records: list[KafkaRecord] | None = None,
-        prebuilt: list[Prebuilt] | None = None,
+        self, records: list[KafkaRecord], prebuilt: list[Prebuilt] | None = None
     ) -> list[Result]:
         """Deliver many Kafka firings at once, as one prebuilt batch per topic partition.
 
@@ -150,12 +147,10 @@ class Executors:
         ``prebuilt``: batches of some of them already appended
         (:meth:`prebuild_kafka`, its indexes are into ``records``); only
         the rest are appended here. The batch is bounded by the longest
-        ``timeout`` among its tasks.
+        ``timeout`` among its tasks. One result per record, in order.
         """
-        if records is None:
-            records = [kafka_record(firing) for firing in firings]
-        results: list[Result | None] = [None] * len(firings)
-        limit = max(float(firing["task"]["timeout"]) for firing in firings)
+        results: list[Result | None] = [None] * len(records)
+        limit = max(record.timeout for record in records)
         # Every partition at once: aiokafka sends one batch per partition per
         # request, and a partition's next batch waits until its previous one
         # has left, so partitions queued one after another would wait on
@@ -304,7 +299,11 @@ class KafkaRecord:
     key_hash: int
     """murmur2 of the key, as Kafka's default partitioner computes it."""
     value: bytes
-    headers: list[tuple[str, bytes]]
+    headers: tuple[tuple[str, bytes], ...]
+    """A tuple, which garbage collection stops tracking (aiokafka's builder wants a list: one
+    is made at the append)."""
+    timeout: float
+    """The task's timeout: a batch is bounded by its longest."""
 
 
 def kafka_record(firing: dict[str, Any]) -> KafkaRecord:
@@ -316,7 +315,8 @@ def kafka_record(firing: dict[str, Any]) -> KafkaRecord:
         key=key,
         key_hash=murmur2(key) & 0x7FFFFFFF,
         value=json.dumps(firing["task"].get("data"), ensure_ascii=False).encode("utf-8"),
-        headers=[(name, text.encode()) for name, text in delivery_headers(firing).items()],
+        headers=tuple((name, text.encode()) for name, text in delivery_headers(firing).items()),
+        timeout=float(firing["task"]["timeout"]),
     )
 
 
@@ -362,7 +362,7 @@ async def _by_partition(
 
 def _append(builder: Any, record: KafkaRecord, timestamp_ms: int | None) -> bool:
     appended = builder.append(
-        timestamp=timestamp_ms, key=record.key, value=record.value, headers=record.headers
+        timestamp=timestamp_ms, key=record.key, value=record.value, headers=list(record.headers)
     )
     return appended is not None
 
@@ -392,7 +392,11 @@ async def _send_batches(
         for index in members:
             record = records[index]
             future = await producer.send(
-                topic, record.value, key=record.key, partition=partition, headers=record.headers
+                topic,
+                record.value,
+                key=record.key,
+                partition=partition,
+                headers=list(record.headers),
             )
             sent.append((future, [index]))
         return sent

@@ -22,6 +22,7 @@ from tests.support import (
     Collector,
     HttpTarget,
     Worker,
+    free_port,
     instant,
     send_commands,
 )
@@ -227,6 +228,53 @@ async def test_kafka_target_topic_receives_data_with_headers(worker: Worker) -> 
     assert headers["Idempotency-Key"].startswith("fir_")
     assert headers["X-Schedule-Id"] == sid_of("k-target")
     assert headers["X-Attempt"] == "1" and headers["X-Scheduled-For"].endswith("Z")
+
+
+async def test_held_kafka_firings_that_fail_or_keep_history_are_concluded_in_full(
+    worker: Worker,
+) -> None:
+    """A Kafka firing is held with its record's bytes, not its parsed firing.
+
+    A success with no history is counted straight away; a failure, or a task
+    with ``history_check``, parses the firing again: this checks that nothing
+    of it is lost on the way (retry, dead letter, history).
+    """
+    topic = worker.topic("target-concluded")
+    nobody = f"127.0.0.1:{free_port()}"  # no broker listens here
+
+    def kafka(key: str, host: str, **task: Any) -> dict[str, Any]:
+        return {
+            "client": client(key),
+            "type": "now",
+            "task": {
+                "type": "kafka",
+                "connection": {"host": host, "topic": topic},
+                "data": {"job": key},
+                **task,
+            },
+        }
+
+    async with Collector(worker.bootstrap, worker.topic("firings-dead")) as dead:
+        await send_commands(
+            worker,
+            kafka("k-nobody", nobody, failed_policy="retry", retry_wait=0.5, max_retries=1),
+            kafka("k-history", worker.bootstrap, history_check=True),
+        )
+        await dead.wait(lambda _: bool(dead.values(schedule_id=sid_of("k-nobody"))), timeout=60)
+        await asyncio.sleep(1)
+        lost = dead.values(schedule_id=sid_of("k-nobody"))
+    assert len(lost) == 1
+    assert [e["attempt"] for e in lost[0]["errors"]] == [1, 2]
+    assert all("KafkaConnectionError" in e["error"] for e in lost[0]["errors"]), lost[0]
+    assert lost[0]["task"]["data"] == {"job": "k-nobody"}
+    assert lost[0]["firing_id"].startswith("fir_")
+
+    def events() -> list[str]:
+        body = httpx.get(f"{worker.url}/schedules/{sid_of('k-history')}/history").json()
+        return [e["event"] for e in body["events"]]
+
+    await until(lambda: "succeeded" in events(), timeout=30)
+    assert list(reversed(events())) == ["registered", "fired", "succeeded"]
 
 
 async def test_history_shows_the_whole_life_in_order(

@@ -33,6 +33,7 @@ PURE = (
     "clock",
     "settings",
     "metrics",
+    "gcpace",
 )
 FORBIDDEN = frozenset({"faust", "aiokafka", "redis", "httpx", "aiohttp", "asyncio"})
 

@@ -1,0 +1,56 @@
+"""Young collections paced by the clock while firings are taken (scheduler.gcpace)."""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from scheduler import gcpace
+
+
+@pytest.fixture
+def collections(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """The generation of each collection started meanwhile, by anyone."""
+    monkeypatch.setattr(gcpace, "_next", 0.0)
+    monkeypatch.setattr(gcpace, "_young", 0)
+    seen: list[int] = []
+
+    def note(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            seen.append(info["generation"])
+
+    gc.callbacks.append(note)
+    try:
+        yield seen
+    finally:
+        gc.callbacks.remove(note)
+
+
+def test_at_most_one_collection_per_interval(collections: list[int]) -> None:
+    gc.disable()  # only the paced ones
+    try:
+        for _ in range(1_000):
+            gcpace.pace()
+    finally:
+        gc.enable()
+    assert collections == [0]
+
+
+def test_the_interval_passing_allows_the_next_and_every_few_is_generation_1(
+    collections: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(gcpace, "YOUNG_EVERY_S", 0.01)
+    gc.disable()
+    try:
+        for _ in range(2 * gcpace.MIDDLE_EVERY):
+            gcpace.pace()
+            gcpace.pace()  # too soon: nothing
+            time.sleep(0.012)
+    finally:
+        gc.enable()
+    expected = ([0] * (gcpace.MIDDLE_EVERY - 1) + [1]) * 2
+    assert collections == expected
