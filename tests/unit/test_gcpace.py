@@ -17,6 +17,7 @@ def collections(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     """The generation of each collection started meanwhile, by anyone."""
     monkeypatch.setattr(gcpace, "_next", 0.0)
     monkeypatch.setattr(gcpace, "_young", 0)
+    monkeypatch.setattr(gcpace, "_full", time.monotonic() + 3600)
     seen: list[int] = []
 
     def note(phase: str, info: dict[str, Any]) -> None:
@@ -54,3 +55,19 @@ def test_the_interval_passing_allows_the_next_and_every_few_is_generation_1(
         gc.enable()
     expected = ([0] * (gcpace.MIDDLE_EVERY - 1) + [1]) * 2
     assert collections == expected
+
+
+def test_a_full_collection_once_its_time_has_come(
+    collections: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(gcpace, "_full", time.monotonic() - 1)
+    monkeypatch.setattr(gcpace, "YOUNG_EVERY_S", 0.01)
+    gc.disable()
+    try:
+        gcpace.pace()
+        time.sleep(0.012)
+        gcpace.pace()
+    finally:
+        gc.enable()
+    assert collections == [2, 0]
+    assert gcpace._full > time.monotonic() + gcpace.FULL_EVERY_S - 1
