@@ -839,8 +839,9 @@ WHY = {
         "(it looks around every 200 ms, every second once idle, and long-polls the broker "
         "every 2 s; see `scheduler/app.py`), Faust's fetch loop (a `getmany` across threads "
         "every second), a group heartbeat every second (failover waits for one), the commit "
-        "timer, Faust's own monitor and stalled-stream checks, and each partition timer's "
-        "look at the due-index every 15 s."
+        "timer, Faust's stalled-stream check, and each partition timer's look at the "
+        "due-index every 15 s. (Faust's statistics sensor runs without its sampler, which "
+        "woke the loop every second: `QuietMonitor` in `scheduler/app.py`.)"
     ),
     "failover": (
         "The survivor learns of the dead worker's partitions only when the group coordinator "

@@ -11,10 +11,27 @@ from datetime import timedelta
 from typing import Any
 
 import faust
+from faust.sensors import Monitor
+from mode import Service
 
 from scheduler.settings import current
 
 settings = current()
+
+
+class QuietMonitor(Monitor):
+    """Faust's main sensor (its ``Monitor`` setting), without its sampler.
+
+    The sampler turns Faust's counters into rates every second, for Faust's
+    ``/stats`` page, which Faust serves only in its debug mode, so never here
+    (our figures are in ``/metrics``). It woke an idle worker's loop every
+    second. The counters themselves stay: Faust's consumer calls into them.
+    """
+
+    @Service.task
+    async def _sampler(self) -> None:
+        return None
+
 
 app = faust.App(
     settings.app_id,
@@ -47,6 +64,7 @@ app = faust.App(
     producer_max_batch_size=settings.producer_batch_bytes,
     producer_linger=settings.producer_linger_ms / 1000,
     table_cleanup_interval=timedelta(seconds=30).total_seconds(),
+    Monitor=QuietMonitor,
 )
 
 from faust.transport.producer import ProducerBuffer  # noqa: E402
