@@ -78,6 +78,11 @@ async def attempt(firing: dict[str, Any]) -> None:
     await conclude(firing, await executors.deliver(firing))
 
 
+def _delivered(firing_id: str, attempt: int) -> None:
+    _succeeded.inc()
+    log.debug("delivered %s attempt %d", firing_id, attempt)
+
+
 async def conclude(firing: dict[str, Any], result: Result) -> None:
     """What an attempt's ``result`` calls for: history, and a retry or the dead letter."""
     task = firing["task"]
@@ -90,10 +95,9 @@ async def conclude(firing: dict[str, Any], result: Result) -> None:
         "attempt": number,
     }
     if result.ok:
-        _succeeded.inc()
+        _delivered(firing["firing_id"], number)
         if keep_history:
             await history.record(sid, "succeeded", **common)
-        log.debug("delivered %s attempt %d", firing["firing_id"], number)
         return
     _failed.inc()
     now = clock.now()
@@ -373,9 +377,9 @@ async def _settle_kafka(batch: list[Held], prebuilt: list[Prebuilt] | None = Non
     for (firing_id, message, keeps_history, _), result in zip(batch, results, strict=True):
         try:
             if result.ok and not keeps_history:
-                # What conclude does for this, without parsing the firing again.
-                _succeeded.inc()
-                log.debug("delivered %s", firing_id)
+                # All conclude would do, without parsing the firing again
+                # (a firing from ``firings`` is always attempt 1).
+                _delivered(firing_id, 1)
             else:
                 await conclude(_firing(message), result)
         except Exception:

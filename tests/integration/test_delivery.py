@@ -47,6 +47,19 @@ def rest(key: str, url: str, **task: Any) -> dict[str, Any]:
     }
 
 
+def kafka(key: str, host: str, topic: str, **task: Any) -> dict[str, Any]:
+    return {
+        "client": client(key),
+        "type": "now",
+        "task": {
+            "type": "kafka",
+            "connection": {"host": host, "topic": topic},
+            "data": {"job": key},
+            **task,
+        },
+    }
+
+
 async def until(check: Any, timeout: float = 30) -> None:
     for _ in range(int(timeout / 0.1)):
         if check():
@@ -198,18 +211,7 @@ async def test_redis_publish_stream_and_list_receive_the_envelope(
 
 async def test_kafka_target_topic_receives_data_with_headers(worker: Worker) -> None:
     topic = worker.topic("target-orders")
-    await send_commands(
-        worker,
-        {
-            "client": client("k-target"),
-            "type": "now",
-            "task": {
-                "type": "kafka",
-                "connection": {"host": worker.bootstrap, "topic": topic},
-                "data": {"order": 42},
-            },
-        },
-    )
+    await send_commands(worker, kafka("k-target", worker.bootstrap, topic, data={"order": 42}))
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=worker.bootstrap,
@@ -242,23 +244,11 @@ async def test_held_kafka_firings_that_fail_or_keep_history_are_concluded_in_ful
     topic = worker.topic("target-concluded")
     nobody = f"127.0.0.1:{free_port()}"  # no broker listens here
 
-    def kafka(key: str, host: str, **task: Any) -> dict[str, Any]:
-        return {
-            "client": client(key),
-            "type": "now",
-            "task": {
-                "type": "kafka",
-                "connection": {"host": host, "topic": topic},
-                "data": {"job": key},
-                **task,
-            },
-        }
-
     async with Collector(worker.bootstrap, worker.topic("firings-dead")) as dead:
         await send_commands(
             worker,
-            kafka("k-nobody", nobody, failed_policy="retry", retry_wait=0.5, max_retries=1),
-            kafka("k-history", worker.bootstrap, history_check=True),
+            kafka("k-nobody", nobody, topic, failed_policy="retry", retry_wait=0.5, max_retries=1),
+            kafka("k-history", worker.bootstrap, topic, history_check=True),
         )
         await dead.wait(lambda _: bool(dead.values(schedule_id=sid_of("k-nobody"))), timeout=60)
         await asyncio.sleep(1)
