@@ -840,8 +840,11 @@ WHY = {
         "every 2 s; see `scheduler/app.py`), Faust's fetch loop (a `getmany` across threads "
         "every second), a group heartbeat every second (failover waits for one), the commit "
         "timer, Faust's stalled-stream check, and each partition timer's look at the "
-        "due-index every 15 s. (Faust's statistics sensor runs without its sampler, which "
-        "woke the loop every second: `QuietMonitor` in `scheduler/app.py`.)"
+        "due-index every 15 s. (Taken out, in `scheduler/app.py`: the sampler of Faust's "
+        "statistics sensor, which woke the loop every second, `QuietMonitor`; mode's two "
+        "keepalives of the consumer thread, which woke both loops every second, "
+        "`QuietConsumerThread`; and the agents' supervisors' look every 5 s, now once a "
+        "minute, `PatientSupervisor`.)"
     ),
     "failover": (
         "The survivor learns of the dead worker's partitions only when the group coordinator "

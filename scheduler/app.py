@@ -7,12 +7,13 @@ are fixed before the first import: see ``scheduler.settings.configure``.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
 import faust
 from faust.sensors import Monitor
-from mode import Service
+from mode import OneForOneSupervisor, Service
 
 from scheduler.settings import current
 
@@ -31,6 +32,51 @@ class QuietMonitor(Monitor):
     @Service.task
     async def _sampler(self) -> None:
         return None
+
+
+#: How often an agent's supervisor looks for an actor to restart unasked.
+SUPERVISOR_LOOK_S = 60.0
+
+
+class PatientSupervisor(OneForOneSupervisor):
+    """The agents' supervisor (mode's one-for-one), with a look once a minute, not every 5 s.
+
+    An actor that crashes wakes its supervisor itself (Faust's
+    ``Agent._execute_actor`` calls ``wakeup()``), and is restarted then; the
+    timed look is only the fallback for a wake-up that never came. With five
+    agents, mode's 5 s woke an idle worker's loop once a second. mode drops a
+    wake-up that comes while its supervisor is not waiting (before its first
+    wait, or while it restarts another service), and counts on the next
+    timed look; here a wake-up is remembered until the supervisor looks.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._asked = False
+
+    def wakeup(self) -> None:
+        self._asked = True
+        super().wakeup()
+
+    @Service.task
+    async def _supervisor(self) -> None:
+        while not self.should_stop:
+            if not self._asked:
+                self._please_wakeup = self.loop.create_future()
+                try:
+                    await asyncio.wait_for(self._please_wakeup, timeout=SUPERVISOR_LOOK_S)
+                except TimeoutError:
+                    pass
+                finally:
+                    self._please_wakeup = None
+            self._asked = False
+            if self.should_stop:
+                break
+            services = list(self._services)
+            await self.start_services([s for s in services if not s.started])
+            await self.restart_services(
+                [s for s in services if s.started and not self.service_operational(s)]
+            )
 
 
 app = faust.App(
@@ -65,6 +111,7 @@ app = faust.App(
     producer_linger=settings.producer_linger_ms / 1000,
     table_cleanup_interval=timedelta(seconds=30).total_seconds(),
     Monitor=QuietMonitor,
+    agent_supervisor=PatientSupervisor,
 )
 
 from faust.transport.producer import ProducerBuffer  # noqa: E402
@@ -222,6 +269,34 @@ class _AiokafkaForFaust:
 
 
 _driver.aiokafka = _AiokafkaForFaust()  # type: ignore[attr-defined]
+
+
+class QuietConsumerThread(_driver.AIOKafkaConsumerThread):
+    """Faust's consumer thread without mode's two keepalives.
+
+    mode's ``ServiceThread`` wakes its thread's loop every second
+    (``_thread_keepalive``) and, every 1.1 s, wakes it again and runs an
+    empty coroutine on the main loop (``_keepalive2``): three wake-ups a
+    second of an idle worker. They stand in for calls between the loops
+    that would not wake the loop they target; Faust's consumer makes every
+    such call through mode's ``MethodQueue``, with ``call_soon_threadsafe``
+    both ways, which wakes it. The thread's loop still wakes at least once a
+    second for its own work (aiokafka's fetch routine and heartbeat).
+    """
+
+    @Service.task
+    async def _thread_keepalive(self) -> None:
+        return None
+
+    async def _keepalive2(self) -> None:
+        return None
+
+
+def _new_consumer_thread(self: Any) -> QuietConsumerThread:
+    return QuietConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+_driver.Consumer._new_consumer_thread = _new_consumer_thread  # type: ignore[method-assign]
 
 
 # Faust's consumer hands each fetched record to the streams through
