@@ -28,7 +28,7 @@ and 20, come at most every 400 young collections: 13-33 min at the 2-5 s
 between young collections seen before pacing.
 
 An idle worker never calls it and keeps Python's own schedule
-(``scheduler.worker._tune_gc``).
+(``scheduler.worker.tune_gc``).
 """
 
 from __future__ import annotations

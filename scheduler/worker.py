@@ -81,12 +81,12 @@ def run(settings: Settings) -> None:
             # debug line on the hot path: 11% of a burst's CPU in a profile.
             self.spinner = None
 
-    _tune_gc()
+    tune_gc()
     worker = Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()
 
 
-def _tune_gc() -> None:
+def tune_gc() -> None:
     """Fewer, cheaper garbage collections on the hot path.
 
     The modules loaded by now (Faust, aiokafka, pydantic...) are never freed:

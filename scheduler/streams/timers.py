@@ -21,7 +21,13 @@ more than ``CROWD`` instants wait in a partition's window, the lead grows by
 the time it takes to wake the surplus at ``WAKE_RATE`` a second: the crowd is
 woken as soon as it enters the window (at most ``WINDOW_US`` ahead), and its
 firings wait at the executor. A window of ordinary size keeps the lead of
-``fire_ahead``.
+``fire_ahead``. A crowd still being stored when it enters the window is
+past the horizon of the last refill: more than ``CROWD`` such entries bring
+the next refill forward, else its wake-ups waited for the refill every half
+window (bench/, 100k burst on one worker: up to 13 s of the lead idle after
+registration, and the last firings 2-3 s late). While a crowd is woken early
+the timer sends every ``CROWD_GAP_S`` rather than every ``MIN_GAP_S``: fewer,
+fuller wake-up records, each of which costs the agent a batch.
 
 A timer does not fire anything itself. It sends the (instant, schedule)
 pairs that are due to ``schedule-commands-keyed``, to its own partition, as
@@ -60,6 +66,8 @@ REFILL_LIMIT = 50_000
 #: instant may go out up to this late, and a wake-up record carries every
 #: instant that fell due meanwhile.
 MIN_GAP_S = 0.020
+#: The gap while a crowd is woken early (its lead stretched past ``fire_ahead``).
+CROWD_GAP_S = 0.200
 #: The most due entries in one wake-up record (~50 bytes each).
 WAKE_BATCH = 2_000
 KEY_DIGITS = 17
@@ -99,6 +107,8 @@ class PartitionTimer:
         self._heap: list[tuple[int, str]] = []
         self._queued: set[tuple[int, str]] = set()
         self.horizon_us = -1
+        #: Entries offered past the horizon but inside the window since the last refill.
+        self._beyond = 0
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -108,7 +118,16 @@ class PartitionTimer:
     def offer(self, due_us: int, schedule_id: str) -> None:
         """A schedule's new instant, from the agent that just stored it."""
         if due_us > self.horizon_us:
-            return  # the refill that reaches it will read it from the table
+            # The refill that reaches it will read it from the table. Refills
+            # come every half window, so a crowd stored past the horizon but
+            # inside the window would wait up to that long before its early
+            # wake-ups could start: one is counted, and past ``CROWD`` of them
+            # the timer refills at once.
+            if self.horizon_us >= 0 and due_us <= self._now_us() + WINDOW_US:
+                self._beyond += 1
+                if self._beyond == CROWD + 1:
+                    self._wakeup.set()
+            return
         entry = (due_us, schedule_id)
         if entry in self._queued:
             return  # already waiting: a second copy would wake the schedule twice
@@ -134,6 +153,7 @@ class PartitionTimer:
         if len(entries) >= REFILL_LIMIT:
             target = entries[-1][0]
         self.horizon_us = target
+        self._beyond = 0
 
     def lead_us(self) -> int:
         """How long before its instant an entry is woken: ``fire_ahead``, more for a crowd."""
@@ -152,6 +172,7 @@ class PartitionTimer:
         self._heap.clear()
         self._queued.clear()
         self.horizon_us = -1
+        self._beyond = 0
 
     async def _run(self) -> None:
         while True:
@@ -171,7 +192,7 @@ class PartitionTimer:
         fired = metrics.counter("scheduler_wakeups_sent_total", "wake-ups sent by timers")
         while True:
             now = self._now_us()
-            if now >= self.horizon_us - WINDOW_US // 2:
+            if now >= self.horizon_us - WINDOW_US // 2 or self._beyond > CROWD:
                 self.refill(now)
             due: list[tuple[int, str]] = []
             lead = self.lead_us()
@@ -186,7 +207,7 @@ class PartitionTimer:
                 # Let the next instants gather for a moment: at 2,000 firings/s
                 # spread over the second, one record per instant cost more than
                 # the firings themselves (bench/ steady workload).
-                await asyncio.sleep(MIN_GAP_S)
+                await asyncio.sleep(CROWD_GAP_S if lead > self.ahead_us else MIN_GAP_S)
                 continue
             next_due = self._heap[0][0] if self._heap else self.horizon_us
             wake_at = min(next_due - lead, self.horizon_us - WINDOW_US // 2)

@@ -24,3 +24,29 @@ def test_its_sampler_returns_at_once_where_faust_s_loops_every_second() -> None:
 
     assert asyncio.run(sampled(QuietMonitor())) is True
     assert asyncio.run(sampled(Monitor())) is False
+
+
+def test_it_keeps_no_count_per_record_where_faust_s_does() -> None:
+    from types import SimpleNamespace
+
+    from faust.types import TP
+
+    tp = TP("schedule-commands", 0)
+
+    class Owner:
+        pass
+
+    class Stream:  # Faust keeps streams and their tasks in weak dicts
+        task_owner = Owner()
+
+    def counted(monitor: Monitor) -> tuple[int, int]:
+        message = SimpleNamespace(time_in=None, time_out=None, time_total=None)
+        stream = Stream()
+        monitor.on_message_in(tp, 1, message)  # type: ignore[arg-type]
+        state = monitor.on_stream_event_in(tp, 1, stream, None)  # type: ignore[arg-type]
+        monitor.on_stream_event_out(tp, 1, stream, None, state)  # type: ignore[arg-type]
+        monitor.on_message_out(tp, 1, message)  # type: ignore[arg-type]
+        return monitor.messages_received_total, monitor.events_total
+
+    assert counted(QuietMonitor()) == (0, 0)
+    assert counted(Monitor()) == (1, 1)
