@@ -24,8 +24,9 @@ firings wait at the executor. A window of ordinary size keeps the lead of
 ``fire_ahead``. A crowd still being stored when it enters the window is
 past the horizon of the last refill: more than ``CROWD`` such entries bring
 the next refill forward, else its wake-ups waited for the refill every half
-window (bench/, 100k burst on one worker: up to 13 s of the lead idle after
-registration, and the last firings 2-3 s late). While a crowd is woken early
+window, up to 15 s (a scratch run of bench/'s 100k burst on one worker: all
+stored 20 s before the instant, then 3 s with nothing to do until the
+refill, and the last firings written 2-4 s late). While a crowd is woken early
 the timer sends every ``CROWD_GAP_S`` rather than every ``MIN_GAP_S``: fewer,
 fuller wake-up records, each of which costs the agent a batch.
 

@@ -434,21 +434,30 @@ def test_the_lead_grows_with_the_surplus_over_the_crowd(monkeypatch: pytest.Monk
     assert timer.lead_us() == 5 * SECOND + 500 * SECOND // timers_module.WAKE_RATE
 
 
-async def test_a_crowd_stored_past_the_horizon_is_read_at_once(
-    rig: Rig, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+async def crowd_of_three(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> Rig:
+    """The rig's timer running, with a crowd of more than three."""
     monkeypatch.setattr(timers_module, "CROWD", 3)
     rig.timer.start()
     await until(lambda: rig.timer.horizon_us > 0)
+    return rig
+
+
+def stored(rig: Rig, due_us: int, *schedule_ids: str) -> None:
+    """What the agent does: write the index entry, then offer it to the timer."""
+    for schedule_id in schedule_ids:
+        rig.index.add(due_us, schedule_id)
+        rig.timer.offer(due_us, schedule_id)
+
+
+async def test_a_crowd_stored_past_the_horizon_is_read_at_once(crowd_of_three: Rig) -> None:
+    rig = crowd_of_three
     due = rig.timer.horizon_us + 20 * MS  # past the horizon...
     await asyncio.sleep(0.05)  # ...and, a moment later, inside the window
-    for k in range(3):
-        rig.index.add(due, f"crowd{k}")  # where the agent wrote it
-        rig.timer.offer(due, f"crowd{k}")
+    stored(rig, due, "crowd0", "crowd1", "crowd2")
     await asyncio.sleep(0.05)
     assert len(rig.timer) == 0  # three are no crowd: left to the refill in 15 s
-    rig.index.add(due, "crowd3")
-    rig.timer.offer(due, "crowd3")
+    stored(rig, due, "crowd3")
     await until(lambda: len(rig.timer) == 4, timeout=0.5)
     assert len(rig.index.reads) == 2
     rig.timer.offer(due, "crowd4")  # inside the new horizon: offered as usual
@@ -456,15 +465,10 @@ async def test_a_crowd_stored_past_the_horizon_is_read_at_once(
 
 
 async def test_entries_past_the_window_do_not_count_towards_an_early_refill(
-    rig: Rig, monkeypatch: pytest.MonkeyPatch
+    crowd_of_three: Rig,
 ) -> None:
-    monkeypatch.setattr(timers_module, "CROWD", 3)
-    rig.timer.start()
-    await until(lambda: rig.timer.horizon_us > 0)
-    far = rig.clock() + 2 * WINDOW_US
-    for k in range(10):
-        rig.index.add(far, f"far{k}")
-        rig.timer.offer(far, f"far{k}")
+    rig = crowd_of_three
+    stored(rig, rig.clock() + 2 * WINDOW_US, *(f"far{k}" for k in range(10)))
     await asyncio.sleep(0.1)
     assert len(rig.timer) == 0
     assert len(rig.index.reads) == 1
