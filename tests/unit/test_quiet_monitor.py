@@ -1,10 +1,12 @@
-"""Faust's statistics sensor runs without its sampler (scheduler.app.QuietMonitor)."""
+"""Faust's statistics sensor, without its sampler or per-record counts (QuietMonitor)."""
 
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 from faust.sensors import Monitor
+from faust.types import TP
 
 from scheduler.app import QuietMonitor, app
 
@@ -27,10 +29,6 @@ def test_its_sampler_returns_at_once_where_faust_s_loops_every_second() -> None:
 
 
 def test_it_keeps_no_count_per_record_where_faust_s_does() -> None:
-    from types import SimpleNamespace
-
-    from faust.types import TP
-
     tp = TP("schedule-commands", 0)
 
     class Owner:
