@@ -19,6 +19,7 @@ be part of Faust's transaction.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -50,6 +51,9 @@ class Outbox:
         self._producer: Any = app.producer._ensure_producer()  # type: ignore[attr-defined]
         self._records: dict[tuple[str, int], list[tuple[bytes, bytes | None]]] = {}
         self._on_written: dict[tuple[str, int], OnWritten] = {}
+        #: Set by a writer whose firings must reach the broker before its
+        #: table writes do; honoured by the subclass that owns the tables.
+        self.firings_first = False
 
     def __len__(self) -> int:
         return sum(len(records) for records in self._records.values())
@@ -73,27 +77,42 @@ class Outbox:
     async def send(self) -> None:
         """Queue every record on the producer, in the order added per partition."""
         collected, self._records = self._records, {}
-        on_written, self._on_written = self._on_written, {}
+        await self._queue(collected)
+
+    async def deliver(self, topic: str) -> None:
+        """Send ``topic``'s records now and wait until the broker has them (or refused them)."""
+        mine = {tp: records for tp, records in self._records.items() if tp[0] == topic}
+        for tp in mine:
+            del self._records[tp]
+        pending = await self._queue(mine)
+        if pending:
+            await asyncio.wait(pending)
+
+    async def _queue(self, collected: dict[tuple[str, int], list[Any]]) -> list[Any]:
+        """Queue the records; the future of each partition's last send."""
+        last: list[Any] = []
         for (topic, partition), records in collected.items():
-            report = _Reporter(topic, partition, on_written.get((topic, partition)))
+            report = _Reporter(topic, partition, self._on_written.pop((topic, partition), None))
             if len(records) < MIN_BATCH:
-                await self._one_by_one(topic, partition, records, report)
+                last.append(await self._one_by_one(topic, partition, records, report))
             else:
-                await self._batched(topic, partition, records, report)
+                last.append(await self._batched(topic, partition, records, report))
+        return last
 
     async def _one_by_one(
         self, topic: str, partition: int, records: list[Any], report: _Reporter
-    ) -> None:
+    ) -> Any:
         future = None
         for key, value in records:
             future = await self._producer.send(topic, value, key=key, partition=partition)
             future.add_done_callback(report.failure)
-        if future is not None:
-            future.add_done_callback(lambda done: report.written(done, 1))
+        assert future is not None  # a partition is collected with its first record
+        future.add_done_callback(lambda done: report.written(done, 1))
+        return future
 
     async def _batched(
         self, topic: str, partition: int, records: list[Any], report: _Reporter
-    ) -> None:
+    ) -> Any:
         builder = self._producer.create_batch()
         for key, value in records:
             if builder.append(timestamp=None, key=key, value=value) is None:
@@ -102,13 +121,14 @@ class Outbox:
                 builder = self._producer.create_batch()
                 if builder.append(timestamp=None, key=key, value=value) is None:
                     raise ValueError(f"a record of {len(value or b'')} bytes exceeds a batch")
-        await self._submit(builder, topic, partition, report)
+        return await self._submit(builder, topic, partition, report)
 
-    async def _submit(self, builder: Any, topic: str, partition: int, report: _Reporter) -> None:
+    async def _submit(self, builder: Any, topic: str, partition: int, report: _Reporter) -> Any:
         count = builder.record_count()
         future = await self._producer.send_batch(builder, topic, partition=partition)
         future.add_done_callback(report.failure)
         future.add_done_callback(lambda done: report.written(done, count))
+        return future
 
 
 class _Reporter:

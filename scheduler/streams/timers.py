@@ -28,7 +28,14 @@ window, up to 15 s (a scratch run of bench/'s 100k burst on one worker: all
 stored 20 s before the instant, then 3 s with nothing to do until the
 refill, and the last firings written 2-4 s late). While a crowd is woken early
 the timer sends every ``CROWD_GAP_S`` rather than every ``MIN_GAP_S``: fewer,
-fuller wake-up records, each of which costs the agent a batch.
+fuller wake-up records, each of which costs the agent a batch. Instants
+woken early keep counting towards the crowd until they come: otherwise the
+lead fell back to ``fire_ahead`` each time a part of a crowd still being
+stored had been woken, and the rest waited until the heap had grown again.
+
+An instant stored when it is already within the lead is not offered at all:
+:meth:`PartitionTimer.takes` tells the agent storing it to wake it itself,
+in the same batch (``scheduler.streams.commands``).
 
 A timer does not fire anything itself. It sends the (instant, schedule)
 pairs that are due to ``schedule-commands-keyed``, to its own partition, as
@@ -110,6 +117,8 @@ class PartitionTimer:
         self.horizon_us = -1
         #: Entries offered past the horizon but inside the window since the last refill.
         self._beyond = 0
+        #: Instants (µs) woken early for a crowd and not yet come: still the crowd's.
+        self._early: list[int] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -157,11 +166,35 @@ class PartitionTimer:
         self._beyond = 0
 
     def lead_us(self) -> int:
-        """How long before its instant an entry is woken: ``fire_ahead``, more for a crowd."""
-        surplus = len(self._heap) - CROWD
+        """How long before its instant an entry is woken: ``fire_ahead``, more for a crowd.
+
+        The crowd is what waits in the window, woken or not: the instants
+        woken early that have not come yet still count, so a crowd that goes
+        on growing after its first part was woken keeps its lead.
+        """
+        early = self._early
+        if early:
+            now = self._now_us()
+            while early and early[0] <= now:
+                heapq.heappop(early)
+        surplus = len(self._heap) + len(early) - CROWD
         if surplus <= 0:
             return self.ahead_us
         return self.ahead_us + surplus * 1_000_000 // WAKE_RATE
+
+    def takes(self, due_us: int) -> bool:
+        """Whether an instant just stored is due to be woken now; if so it counts as woken.
+
+        The agent storing it then wakes it itself (``scheduler.streams.commands``)
+        instead of indexing it for this timer to send back a moment later.
+        """
+        now = self._now_us()
+        lead = self.lead_us()
+        if due_us > now + lead:
+            return False
+        if lead > self.ahead_us and due_us > now:
+            heapq.heappush(self._early, due_us)
+        return True
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
@@ -172,6 +205,7 @@ class PartitionTimer:
             self._task = None
         self._heap.clear()
         self._queued.clear()
+        self._early.clear()
         self.horizon_us = -1
         self._beyond = 0
 
@@ -201,6 +235,10 @@ class PartitionTimer:
                 entry = heapq.heappop(self._heap)
                 self._queued.discard(entry)
                 due.append(entry)
+            if lead > self.ahead_us:
+                for due_us, _ in due:
+                    if due_us > now:
+                        heapq.heappush(self._early, due_us)
             for start in range(0, len(due), WAKE_BATCH):
                 await self._send(self.partition, due[start : start + WAKE_BATCH])
             fired.inc(len(due))
@@ -210,8 +248,9 @@ class PartitionTimer:
                 # the firings themselves (bench/ steady workload).
                 await asyncio.sleep(CROWD_GAP_S if lead > self.ahead_us else MIN_GAP_S)
                 continue
-            next_due = self._heap[0][0] if self._heap else self.horizon_us
-            wake_at = min(next_due - lead, self.horizon_us - WINDOW_US // 2)
+            wake_at = self.horizon_us - WINDOW_US // 2  # the next refill
+            if self._heap:
+                wake_at = min(self._heap[0][0] - lead, wake_at)
             wait_us = wake_at - self._now_us()
             if wait_us <= 0:
                 continue
@@ -230,6 +269,11 @@ class TimerRegistry:
         timer = self.timers.get(partition)
         if timer is not None:
             timer.offer(due_us, schedule_id)
+
+    def takes(self, partition: int, due_us: int) -> bool:
+        """Whether the partition's timer counts ``due_us`` as woken now (no timer: no)."""
+        timer = self.timers.get(partition)
+        return timer is not None and timer.takes(due_us)
 
     def reconcile(self, wanted: set[int]) -> None:
         for partition in set(self.timers) - wanted:

@@ -422,7 +422,44 @@ async def test_a_crowd_in_the_window_is_woken_early_and_a_small_one_at_its_lead(
     assert rig.sent.ids()[:3] == ["few0", "few1", "few2"]
     assert all(at < few - 2 * SECOND for at in rig.sent.sent_at)
     await asyncio.sleep(0.1)
-    assert len(rig.timer) == 5 and rig.timer.lead_us() == 2 * SECOND
+    # The three woken early still count until their instant: the lead stays 5 s.
+    assert len(rig.timer) == 5 and rig.timer.lead_us() == 5 * SECOND
+
+
+async def test_a_crowd_woken_early_keeps_its_lead_for_those_stored_after_it(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(timers_module, "CROWD", 3)
+    monkeypatch.setattr(timers_module, "WAKE_RATE", 1)
+    rig.timer.start()
+    await until(lambda: rig.timer.horizon_us > 0)
+    due = rig.clock() + 2 * SECOND
+    for k in range(40):
+        rig.timer.offer(due, f"crowd{k}")
+    await until(lambda: len(rig.sent.wakeups) == 40, timeout=0.5)
+    # 37 over the crowd, at one a second: a lead longer than the window.
+    assert len(rig.timer) == 0 and rig.timer.lead_us() == 37 * SECOND
+    # The agent storing one more of the crowd is told to wake it itself, now...
+    assert rig.timer.takes(due)
+    assert rig.timer.lead_us() == 38 * SECOND
+    # ...but not one due after the lead.
+    assert not rig.timer.takes(due + 60 * SECOND)
+    # With nothing left in its heap, the timer sleeps until its next refill (it
+    # used to spin on a lead reaching past it, holding the event loop).
+    started = time.monotonic()
+    await asyncio.sleep(timers_module.CROWD_GAP_S + 0.1)  # past its gap after sending
+    assert time.monotonic() - started < timers_module.CROWD_GAP_S + 0.5
+    assert len(rig.sent.wakeups) == 40
+
+
+async def test_an_instant_within_the_lead_of_fire_ahead_is_taken_but_not_counted(
+    rig: Rig,
+) -> None:
+    timer = PartitionTimer(3, rig.index.read, rig.sent, rig.clock, ahead_us=5 * SECOND)
+    now = rig.clock()
+    assert timer.takes(now + 4 * SECOND) and timer.takes(now - SECOND)
+    assert not timer.takes(now + 6 * SECOND)
+    assert timer.lead_us() == 5 * SECOND and timer._early == []
 
 
 def test_the_lead_grows_with_the_surplus_over_the_crowd(monkeypatch: pytest.MonkeyPatch) -> None:
