@@ -192,9 +192,13 @@ class PartitionTimer:
         lead = self.lead_us()
         if due_us > now + lead:
             return False
+        self._woken(due_us, lead, now)
+        return True
+
+    def _woken(self, due_us: int, lead: int, now: int) -> None:
+        """An instant woken now: one woken early for a crowd counts until it comes."""
         if lead > self.ahead_us and due_us > now:
             heapq.heappush(self._early, due_us)
-        return True
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
@@ -235,10 +239,8 @@ class PartitionTimer:
                 entry = heapq.heappop(self._heap)
                 self._queued.discard(entry)
                 due.append(entry)
-            if lead > self.ahead_us:
-                for due_us, _ in due:
-                    if due_us > now:
-                        heapq.heappush(self._early, due_us)
+            for due_us, _ in due:
+                self._woken(due_us, lead, now)
             for start in range(0, len(due), WAKE_BATCH):
                 await self._send(self.partition, due[start : start + WAKE_BATCH])
             fired.inc(len(due))

@@ -73,6 +73,9 @@ async def fired_ahead(firings: Collector, key: str) -> dict[str, Any]:
 async def test_a_held_firing_arrives_at_its_instant_not_before(
     worker: Worker, http_target: HttpTarget
 ) -> None:
+    """Due within the lead, it is fired by the agent that stores it: no wake-up goes
+    to the timer and back, the command's own batch writes the firing."""
+    sent_before = metric(worker, "scheduler_wakeups_sent_total")
     async with Collector(worker.bootstrap, worker.topic("firings")) as firings:
         at = due_in(LEAD_S)
         await send_commands(worker, dated("on-time", http_target.url, at, {"v": 1}))
@@ -83,6 +86,9 @@ async def test_a_held_firing_arrives_at_its_instant_not_before(
     assert calls[0]["headers"]["X-Scheduled-For"] == firing["scheduled_for"]
     assert calls[0]["headers"]["Idempotency-Key"] == firing["firing_id"]
     assert instant(at) <= calls[0]["arrived"] < instant(at) + 1.0
+    assert metric(worker, "scheduler_wakeups_sent_total") == sent_before
+    stored = schedule(worker, "on-time")
+    assert stored["status"] == "completed" and stored["fire_count"] == 1
 
 
 async def test_delete_and_pause_revoke_held_firings(
@@ -149,24 +155,6 @@ async def test_a_change_replaces_the_held_firing(worker: Worker, http_target: Ht
     await eventually(lambda: http_target.of("same"), timeout=LEAD_S + 20)
     await asyncio.sleep(1.5)
     assert len(http_target.of("same")) == 1
-
-
-async def test_an_instant_within_the_lead_is_fired_by_the_agent_that_stores_it(
-    worker: Worker, http_target: HttpTarget
-) -> None:
-    """No wake-up goes to the timer and back: the command's own batch writes the firing."""
-    sent_before = metric(worker, "scheduler_wakeups_sent_total")
-    async with Collector(worker.bootstrap, worker.topic("firings")) as firings:
-        at = due_in(LEAD_S)
-        await send_commands(worker, dated("on-arrival", http_target.url, at, {"v": 1}))
-        firing = await fired_ahead(firings, "on-arrival")
-    await eventually(lambda: http_target.of("on-arrival"), timeout=LEAD_S + 20)
-    calls = http_target.of("on-arrival")
-    assert [c["headers"]["Idempotency-Key"] for c in calls] == [firing["firing_id"]]
-    assert instant(at) <= calls[0]["arrived"] < instant(at) + 1.0
-    assert metric(worker, "scheduler_wakeups_sent_total") == sent_before
-    stored = schedule(worker, "on-arrival")
-    assert stored["status"] == "completed" and stored["fire_count"] == 1
 
 
 @pytest.mark.parametrize("count", [12, 300, PREBUILD_MIN + 200])
