@@ -21,16 +21,21 @@ from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka import errors as kafka_errors
-from aiokafka.partitioner import murmur2
 
 from scheduler.delivery import Outcome, Result, classify_http, delivery_headers, redis_envelope
 from scheduler.http1 import HttpClient
+from scheduler.ids import murmur2
 from scheduler.models import RedisMode
 
 if TYPE_CHECKING:
     from redis import asyncio as aioredis
 
 log = logging.getLogger(__name__)
+
+#: ``json.dumps(value, ensure_ascii=False)``, the body a task's ``data`` is sent as,
+#: without the new encoder ``json.dumps`` builds for that option on every call
+#: (bench/ 100k burst profile: ~9% of the executor's time).
+payload_json = json.JSONEncoder(ensure_ascii=False).encode
 
 #: Kafka errors that say "not now" (the cluster is moving or busy).
 _KAFKA_RETRYABLE = (
@@ -85,7 +90,7 @@ class Executors:
         conn = task["connection"]
         headers = {"Content-Type": "application/json", **(conn.get("headers") or {})}
         headers.update(delivery_headers(firing))
-        body = json.dumps(task.get("data"), ensure_ascii=False).encode("utf-8")
+        body = payload_json(task.get("data")).encode("utf-8")
         try:
             status, reason = await self._http.post(conn["host"], body, headers, task["timeout"])
         except TimeoutError:
@@ -126,7 +131,7 @@ class Executors:
     async def _kafka(self, firing: dict[str, Any], task: dict[str, Any]) -> Result:
         conn = task["connection"]
         key = (conn.get("key") or firing["schedule_id"]).encode("utf-8")
-        value = json.dumps(task.get("data"), ensure_ascii=False).encode("utf-8")
+        value = payload_json(task.get("data")).encode("utf-8")
         headers = [(name, text.encode("utf-8")) for name, text in delivery_headers(firing).items()]
         try:
             producer = await self._producer(conn["host"])
@@ -314,7 +319,7 @@ def kafka_record(firing: dict[str, Any]) -> KafkaRecord:
         topic=conn["topic"],
         key=key,
         key_hash=murmur2(key) & 0x7FFFFFFF,
-        value=json.dumps(firing["task"].get("data"), ensure_ascii=False).encode("utf-8"),
+        value=payload_json(firing["task"].get("data")).encode("utf-8"),
         headers=tuple((name, text.encode()) for name, text in delivery_headers(firing).items()),
         timeout=float(firing["task"]["timeout"]),
     )

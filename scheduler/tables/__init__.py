@@ -91,10 +91,43 @@ def _stage(table: Any, partition: int) -> dict[bytes, bytes | None]:
     return found
 
 
+#: Values read ahead for a batch (:func:`prefetch`), dropped at the next :func:`flush`.
+_prefetched: dict[tuple[Any, int], dict[bytes, bytes | None]] = {}
+
+
+def prefetch(table: Any, partition: int, keys: list[bytes]) -> None:
+    """Read ``keys`` now, in one call, for the :func:`read` of each that follows.
+
+    A batch of commands reads each schedule once, mostly to find it is new.
+    One ``get`` a key let go of the GIL a thousand times a batch, and each
+    time the consumer's thread could keep it up to a switch interval before
+    the agent went on (bench/ 100k burst profile: ~10% of the command
+    agent's time in ``read``); a multi-get lets go once. What is read here
+    is dropped at the next :func:`flush`, the first moment anything else
+    could have changed these keys in RocksDB; a key written in between is
+    found among the staged writes first.
+    """
+    if not keys:
+        return
+    values = partition_db(table, partition).get(keys)
+    found = _prefetched.get((table, partition))
+    if found is None:
+        found = _prefetched[(table, partition)] = {}
+    found.update(zip(keys, values, strict=True))
+
+
+def forget_prefetched() -> None:
+    """Drop what :func:`prefetch` read (partitions moved: their DBs may change)."""
+    _prefetched.clear()
+
+
 def read(table: Any, partition: int, key: bytes) -> bytes | None:
     staged = _staged.get((table, partition))
     if staged is not None and key in staged:
         return staged[key]
+    fetched = _prefetched.get((table, partition))
+    if fetched is not None and key in fetched:
+        return fetched[key]
     value: bytes | None = partition_db(table, partition).get(key)
     return value
 
@@ -111,6 +144,7 @@ def erase(table: Any, partition: int, key: bytes, outbox: Outbox) -> None:
 
 def flush() -> None:
     """Write every staged write to its partition's RocksDB, one batch per DB."""
+    _prefetched.clear()
     for (table, partition), staged in _staged.items():
         if not staged:
             continue

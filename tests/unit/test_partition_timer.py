@@ -462,6 +462,31 @@ async def test_an_instant_within_the_lead_of_fire_ahead_is_taken_but_not_counted
     assert timer.lead_us() == 5 * SECOND and timer._early == []
 
 
+def test_while_the_window_holds_a_crowd_any_instant_in_it_is_taken(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(timers_module, "CROWD", 3)
+    clock = FakeClock()
+    timer = PartitionTimer(3, lambda low, high: [], Sent(clock), clock, ahead_us=5 * SECOND)
+    timer.horizon_us = clock() + WINDOW_US
+    now = clock()
+    later = now + 25 * SECOND  # past the lead of fire_ahead, inside the window
+    for k in range(3):
+        timer.offer(now + 28 * SECOND, f"few{k}")
+    # Three are no crowd: an instant past the lead is left to the index.
+    assert timer.lead_us() == 5 * SECOND
+    assert not timer.takes(later)
+    timer.offer(now + 28 * SECOND, "fourth")
+    # Four are: the lead is 5 s and a quarter (one over, at WAKE_RATE), and
+    # one instant more of the window is taken, whatever the lead.
+    assert timer.lead_us() < 6 * SECOND
+    assert timer.takes(later)
+    # Taken instants count towards the crowd until they come...
+    assert timer._early == [later]
+    # ...and nothing past the window is taken.
+    assert not timer.takes(now + WINDOW_US + SECOND)
+
+
 def test_the_lead_grows_with_the_surplus_over_the_crowd(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(timers_module, "CROWD", 2)
     timer = PartitionTimer(0, lambda low, high: [], Sent(FakeClock()), ahead_us=5 * SECOND)

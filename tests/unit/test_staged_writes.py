@@ -45,6 +45,7 @@ def table(tmp_path: Path) -> Any:
     made = _Table(tmp_path, "schedules")
     yield made
     tables._staged.clear()
+    tables.forget_prefetched()
     for db in made.dbs.values():
         db.close()
 
@@ -74,3 +75,32 @@ def test_flush_writes_puts_and_deletes_once_each(table: Any) -> None:
     assert [r[3] for r in outbox.records] == [b"first", b"second", None]
     tables.flush()  # nothing staged: nothing written, nothing fails
     assert table.db(2).get(b"k") == b"second"
+
+
+def test_prefetched_values_serve_reads_until_the_next_flush(table: Any) -> None:
+    outbox = _Outbox()
+    table.db(1).put(b"there", b"old")
+    tables.prefetch(table, 1, [b"there", b"new"])
+    # Read ahead: a change made behind the prefetch is not seen yet...
+    table.db(1).put(b"new", b"sneaked in")
+    assert tables.read(table, 1, b"new") is None
+    assert tables.read(table, 1, b"there") == b"old"
+    # ...a staged write is, before what was read ahead...
+    tables.write(table, 1, b"there", b"staged", outbox)  # type: ignore[arg-type]
+    assert tables.read(table, 1, b"there") == b"staged"
+    # ...and after a flush, RocksDB is read again.
+    tables.flush()
+    assert tables.read(table, 1, b"new") == b"sneaked in"
+    assert tables.read(table, 1, b"there") == b"staged"
+
+
+def test_prefetching_is_per_partition_and_can_be_forgotten(table: Any) -> None:
+    table.db(5).put(b"k", b"five")
+    table.db(6).put(b"k", b"six")
+    tables.prefetch(table, 5, [b"k"])
+    tables.prefetch(table, 6, [])  # nothing asked, nothing read
+    assert tables.read(table, 5, b"k") == b"five"
+    assert tables.read(table, 6, b"k") == b"six"
+    table.db(5).put(b"k", b"moved")
+    tables.forget_prefetched()  # as when partitions move
+    assert tables.read(table, 5, b"k") == b"moved"
