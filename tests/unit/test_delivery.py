@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from aiokafka.partitioner import murmur2 as kafkas_murmur2
 
 from scheduler.delivery import (
     Outcome,
@@ -15,6 +17,7 @@ from scheduler.delivery import (
     delivery_headers,
     redis_envelope,
 )
+from scheduler.executors import kafka_record
 from scheduler.models import Task
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
@@ -110,3 +113,27 @@ def test_headers_and_envelope_carry_the_firing_identity() -> None:
         "attempt": 2,
         "data": {"a": 1},
     }
+
+
+@pytest.mark.parametrize(
+    "data",
+    [{"msg": "안녕, café", "n": [1, 2.5, None, True]}, "plain text", None, ["ü"]],
+)
+def test_a_prebuilt_kafka_record_carries_the_data_as_json_dumps_writes_it(data: object) -> None:
+    firing = {
+        "firing_id": "fir_1",
+        "schedule_id": "sch_한국",
+        "scheduled_for": "2030-01-01T00:00:00.000000Z",
+        "attempt": 1,
+        "task": {
+            "type": "kafka",
+            "connection": {"host": "127.0.0.1:9092", "topic": "out"},
+            "data": data,
+            "timeout": 10.0,
+        },
+    }
+    record = kafka_record(firing)
+    assert record.value == json.dumps(data, ensure_ascii=False).encode("utf-8")
+    assert record.key == "sch_한국".encode()
+    assert record.key_hash == kafkas_murmur2(record.key) & 0x7FFFFFFF
+    assert dict(record.headers)["Idempotency-Key"] == b"fir_1"
