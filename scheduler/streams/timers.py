@@ -198,10 +198,9 @@ class PartitionTimer:
         """
         now = self._now_us()
         lead = self.lead_us()
-        if due_us > now + lead:
-            if lead == self.ahead_us or due_us > now + WINDOW_US:
-                return False
-            lead = WINDOW_US
+        # A lead past ``fire_ahead`` is what a crowd in the window looks like.
+        if due_us > now + lead and (lead == self.ahead_us or due_us > now + WINDOW_US):
+            return False
         self._woken(due_us, lead, now)
         return True
 
