@@ -652,6 +652,10 @@ async def registration(ctx: Context) -> dict[str, dict[str, Any]]:
         out["registration"].update(await _floor(ctx, min(n, FLOOR_MAX)))
     except Exception as exc:
         out["registration"]["floor_error"] = f"{type(exc).__name__}: {exc}"
+    try:
+        out["registration"]["pieces_us"] = await _pieces(ctx)
+    except Exception as exc:
+        out["registration"]["pieces_error"] = f"{type(exc).__name__}: {exc}"
     return out
 
 
@@ -660,6 +664,24 @@ def _far_future_commands(n: int) -> Iterable[dict[str, Any]]:
     first = math.ceil(time.time()) + 86_400
     never = task("http", NEVER_URL, "")
     return (command("reg", i, "date", iso(first + i), never) for i in range(n))
+
+
+async def _pieces(ctx: Context) -> dict[str, Any]:
+    """A command's own steps timed alone (``bench.pieces``), µs of CPU each."""
+    log = ctx.log("pieces")
+    proc = procs.spawn([str(procs.BIN / "python"), "-m", "bench.pieces"], log=log)
+    deadline = time.monotonic() + 300
+    while proc.poll() is None:
+        if time.monotonic() > deadline:
+            procs.kill(proc)
+            raise RuntimeError("bench.pieces took more than 300 s")
+        await asyncio.sleep(0.2)
+    text = log.read_text(errors="replace").splitlines()
+    lines = [line for line in text if line.startswith("{")]  # its one line of JSON
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"bench.pieces exited with {proc.returncode}: {text[-1:]}")
+    found: dict[str, Any] = json.loads(lines[-1])
+    return found
 
 
 #: The most commands the floor (``bench/floor.py``) drains.

@@ -670,6 +670,7 @@ def markdown(
             "acknowledges them, with nothing else: no parsing, validation or storage. It is "
             "as fast as any agent of ours can be handed commands on this machine.",
             "",
+            *budget(entry["rows"].get("ours", {})),
         ]
     else:
         out += ["Not measured in this run.", ""]
@@ -873,6 +874,56 @@ PROFILE_OF = {
 }
 
 
+#: ``bench.pieces``' steps, as the budget table names them.
+PIECES = (
+    ("parse", "decode and validate the command (pydantic)"),
+    ("schedule_id", "its schedule id (SHA-256 of the client tuple)"),
+    ("partition", "the partition murmur2 gives the id"),
+    ("apply", "its first instant and the new record"),
+    ("encode", "the record's JSON"),
+    ("lookup", "RocksDB multi-get of the batch's keys"),
+    ("store", "RocksDB write batch: record and due-index entry"),
+    ("records", "both changelog records into Kafka record batches"),
+)
+
+
+def registration_goal_us() -> float:
+    """µs of CPU a command may cost for one worker on one core to meet the registration goal."""
+    found = next(g for g in config.goals(config.DEFAULT) if g.workload == "registration")
+    return 1e6 / found.limit
+
+
+def budget(ours: dict[str, Any]) -> list[str]:
+    """Where a command's CPU goes, against what the goal allows (``bench.pieces``)."""
+    pieces = ours.get("pieces_us")
+    total = ours.get("cpu_us_per_command")
+    floor = ours.get("floor_cpu_us")
+    if not isinstance(pieces, dict) or not isinstance(total, int | float):
+        return []
+    allowed = registration_goal_us()
+    rows = [("Faust's consumer (the floor above)", floor)]
+    rows += [(f"{label} (`{key}`)", pieces.get(key)) for key, label in PIECES]
+    counted = sum(v for _, v in rows if isinstance(v, int | float))
+    rows.append(
+        ("the rest: the agent's glue, sending the records, the event loop", total - counted)
+    )
+    out = [
+        "Where a command's CPU goes. The worker's CPU a command, split: Faust's consumer "
+        "(the floor), then each step of the command agent timed alone on the same commands, "
+        f"{pieces.get('batch', 0):,} at a time, in a process with nothing else to do "
+        "(`bench/pieces.py`, median of its rounds); the rest is the difference. At the goal "
+        f"one core may spend {num(allowed, ' µs')} a command.",
+        "",
+        "| | µs of CPU a command |",
+        "|---|---:|",
+        *(f"| {label} | {num(value, ' µs')} |" for label, value in rows),
+        f"| **the worker, all of it** | **{num(total, ' µs')}** |",
+        f"| the goal's budget ({num(1e6 / allowed, '/s')} on one core) | {num(allowed, ' µs')} |",
+        "",
+    ]
+    return out
+
+
 def limits(results: dict[str, Any], sizes: Sizes) -> list[str]:
     """For every workload with a goal missed: by how much, what the run saw, and why."""
     missed: dict[str, list[dict[str, Any]]] = {}
@@ -909,6 +960,18 @@ def limits(results: dict[str, Any], sizes: Sizes) -> list[str]:
                 f"{num(ours.get('floor_cpu_us'), ' µs')} of CPU a record, {where}; the worker "
                 f"spends {num(ours.get('cpu_us_per_command'), ' µs')} a command"
             )
+            pieces = ours.get("pieces_us")
+            if isinstance(pieces, dict) and isinstance(pieces.get("sum"), int | float):
+                allowed = registration_goal_us()
+                own, floor_us = pieces["sum"], ours.get("floor_cpu_us") or 0
+                both = own + floor_us
+                seen.append(
+                    f"the command agent's own steps, each timed alone (`bench/pieces.py`), "
+                    f"add up to {num(own, ' µs')} a command ({own / allowed:.1f}x the "
+                    f"{num(allowed, ' µs')} the goal allows one core), and with Faust's "
+                    f"consumer to {num(both, ' µs')} ({both / allowed:.1f}x), "
+                    f"before any of the agent's glue: see the budget under Registration"
+                )
         for key in PROFILE_OF.get(workload, ()):
             summary = results.get("profiles", {}).get(key, {}).get("summary") or {}
             packs = summary.get("packages", [])[:5]

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from scheduler import ids, misfire
+from scheduler import misfire
 from scheduler.errors import InvalidCommand
 from scheduler.models import Action, Command
 from scheduler.timefmt import format_utc, parse_utc
@@ -100,8 +100,31 @@ class ScheduleRecord:
         of it, so it is not encoded again each time the state moves; and with
         it last, :meth:`from_bytes` can hand its bytes to pydantic as they are.
         """
-        state = ids.compact_json(self._state_json()).encode()
-        return state[:-1] + _COMMAND_MEMBER + self.command.json_bytes + b"}"
+        return self._state_text().encode() + _COMMAND_MEMBER + self.command.json_bytes + b"}"
+
+    def _state_text(self) -> str:
+        """``_state_json()`` as compact JSON, without its closing brace.
+
+        Written out here rather than by ``json``: every member is an id of
+        ours, an enum value, an instant or a count, none of which JSON
+        escapes (bench/ ``pieces``: the record's encoding 10.7 -> 7.5 µs).
+        A test holds it equal to ``compact_json(_state_json())``.
+        """
+        return (
+            f'{{"schedule_id":"{self.schedule_id}","status":"{self.status.value}",'
+            f'"accepted_at":"{format_utc(self.accepted_at, micros=True)}",'
+            f'"created_at":"{format_utc(self.created_at, micros=True)}",'
+            f'"updated_at":"{format_utc(self.updated_at, micros=True)}",'
+            f'"next_fire_at":{_json_instant(self.next_fire_at)},'
+            f'"fire_count":{self.fire_count},'
+            f'"last_fired_at":{_json_instant(self.last_fired_at)},'
+            f'"missed_count":{self.missed_count},'
+            f'"last_missed_at":{_json_instant(self.last_missed_at)},'
+            f'"last_wake":{_json_instant(self.last_wake)},'
+            f'"last_batch":[{_json_instants(self.last_batch)}],'
+            f'"ahead":[{_json_instants(self.ahead)}],'
+            f'"before_ahead":{_json_instant(self.before_ahead)}'
+        )
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> ScheduleRecord:
@@ -272,31 +295,44 @@ def wake(
             return Wake(record, record.last_batch, changed=False)
         return Wake(record, (), changed=False)
     cmd = record.command
-    budget = None if cmd.max_fires is None else max(cmd.max_fires - record.fire_count, 0)
-    decided = misfire.plan(
-        due,
-        lambda t: next_instant(cmd, record.accepted_at, t),
-        max(now, due),  # woken ahead of its instant (fire-ahead): the instant is on time
-        policy=cmd.misfire_policy,
-        grace=timedelta(seconds=cmd.misfire_grace),
-        threshold=threshold,
-        remaining=budget,
-    )
-    fire, next_fire = list(decided.fire), decided.next_fire
-    left = None if budget is None else budget - len(fire)
-    until = max(now, due) + ahead * _spread(record.schedule_id)
-    while (
-        next_fire is not None
-        and next_fire <= until
-        and len(fire) < MAX_PER_WAKE
-        and (left is None or left > 0)
-    ):
-        fire.append(next_fire)
-        left = None if left is None else left - 1
-        next_fire = next_instant(cmd, record.accepted_at, next_fire)
-    if left == 0:
-        next_fire = None  # max_fires reached
-    fired = tuple(fire)
+    missed, last_missed = 0, record.last_missed_at
+    late_by = now - due
+    if _one_shot(cmd) and late_by <= threshold and late_by <= timedelta(seconds=cmd.misfire_grace):
+        # A one-shot woken on time (or ahead): its one instant fires and that
+        # is all, as misfire.plan would decide, without stepping its trigger
+        # to find there is no next instant (bench/ 100k burst: a wake-up of
+        # each schedule; 13 -> 5 µs).
+        fired: tuple[datetime, ...] = (due,)
+        next_fire = None
+    else:
+        budget = None if cmd.max_fires is None else max(cmd.max_fires - record.fire_count, 0)
+        decided = misfire.plan(
+            due,
+            lambda t: next_instant(cmd, record.accepted_at, t),
+            max(now, due),  # woken ahead of its instant (fire-ahead): the instant is on time
+            policy=cmd.misfire_policy,
+            grace=timedelta(seconds=cmd.misfire_grace),
+            threshold=threshold,
+            remaining=budget,
+        )
+        fire, next_fire = list(decided.fire), decided.next_fire
+        left = None if budget is None else budget - len(fire)
+        until = max(now, due) + ahead * _spread(record.schedule_id)
+        while (
+            next_fire is not None
+            and next_fire <= until
+            and len(fire) < MAX_PER_WAKE
+            and (left is None or left > 0)
+        ):
+            fire.append(next_fire)
+            left = None if left is None else left - 1
+            next_fire = next_instant(cmd, record.accepted_at, next_fire)
+        if left == 0:
+            next_fire = None  # max_fires reached
+        fired = tuple(fire)
+        missed = decided.missed
+        if decided.last_missed is not None:
+            last_missed = decided.last_missed
     # Instants fired ahead of ``now`` wait at an executor until they are due;
     # they are remembered until a later wake-up finds them past.
     pending = tuple(t for t in record.ahead if t > now)
@@ -304,16 +340,18 @@ def wake(
     settled = [t for t in fired if t <= now]
     base = settled[-1] if settled else record.last_fired_at
     before_ahead = (record.before_ahead if pending else base) if pending or early else None
-    last_missed = record.last_missed_at
-    if decided.last_missed is not None:
-        last_missed = decided.last_missed
-    updated = replace(
-        record,
+    # Every field named: dataclasses.replace looks the fields up on each call.
+    updated = ScheduleRecord(
+        schedule_id=record.schedule_id,
+        command=cmd,
         status=Status.ACTIVE if next_fire is not None else Status.COMPLETED,
+        accepted_at=record.accepted_at,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
         next_fire_at=next_fire,
         fire_count=record.fire_count + len(fired),
         last_fired_at=fired[-1] if fired else record.last_fired_at,
-        missed_count=record.missed_count + decided.missed,
+        missed_count=record.missed_count + missed,
         last_missed_at=last_missed,
         last_wake=due,
         last_batch=fired,
@@ -321,6 +359,10 @@ def wake(
         before_ahead=before_ahead,
     )
     return Wake(updated, fired, changed=True)
+
+
+def _one_shot(command: Command) -> bool:
+    return command.type is not None and command.type.one_shot
 
 
 def _spread(schedule_id: str) -> float:
@@ -460,6 +502,14 @@ def firing_bytes(
         f'"fired_at":"{format_utc(fired_at, micros=True)}","attempt":1,'
     )
     return head.encode() + record.command.firing_fields + b"}"
+
+
+def _json_instant(value: datetime | None) -> str:
+    return "null" if value is None else f'"{format_utc(value, micros=True)}"'
+
+
+def _json_instants(values: tuple[datetime, ...]) -> str:
+    return ",".join(f'"{format_utc(t, micros=True)}"' for t in values)
 
 
 def _opt_format(value: datetime | None, *, micros: bool = True) -> str | None:

@@ -573,6 +573,29 @@ def test_a_record_reads_back_from_its_bytes_with_its_command_encoding() -> None:
     assert again.to_bytes() == stored
 
 
+def test_a_records_state_is_written_as_json_would_write_it() -> None:
+    # to_bytes() writes the state members by hand: byte for byte what the
+    # json module gives for them, in every shape a record takes.
+    from scheduler.ids import compact_json
+
+    fresh = created()
+    woken = wake(fresh, T0 + 10 * SECOND, T0 + 5 * SECOND, ahead=30 * SECOND).record
+    late = wake(fresh, T0 + 10 * SECOND, T0 + 5 * MINUTE).record
+    paused = apply(woken, action("pause"), T0 + 6 * SECOND)
+    one_shot = created(command(type="date", schedule="2030-01-01T00:00:10"))
+    assert one_shot.next_fire_at is not None
+    done = wake(one_shot, one_shot.next_fire_at, one_shot.next_fire_at).record
+    shapes = [fresh, woken, late, paused, done, replace(fresh, last_batch=(T0, T0 + SECOND))]
+    assert woken.ahead and late.missed_count and done.next_fire_at is None
+    for record in shapes:
+        assert record is not None
+        expected = compact_json(record._state_json())
+        assert record._state_text() + "}" == expected
+        stored = record.to_bytes()
+        assert json.loads(stored) == record.to_json()
+        assert stored.startswith(expected[:-1].encode() + b',"command":')
+
+
 def test_a_record_stored_with_its_command_first_still_reads() -> None:
     record = wake(created(), T0 + 10 * SECOND, T0 + 10 * SECOND).record
     older = json.dumps(record.to_json()).encode()  # the layout written before 2026-12
@@ -678,3 +701,38 @@ def test_a_wake_ahead_fires_the_following_instants_within_the_fire_ahead() -> No
     capped = wake(created(command(schedule="1", max_fires=3)), due, T0, ahead=5 * SECOND)
     assert len(capped.fire) == 3
     assert capped.record.status is Status.COMPLETED and capped.record.next_fire_at is None
+
+
+@pytest.mark.parametrize("policy", ["fire_once", "fire_all", "skip"])
+@pytest.mark.parametrize("grace", [0.5, 1.0, 2.0, 3600.0])
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        {"type": "date", "schedule": "2030-01-01T00:10:00"},
+        {"type": "delay", "schedule": "30"},
+        {"type": "now"},
+    ],
+)
+def test_a_one_shot_woken_decides_as_the_misfire_plan_does(
+    monkeypatch: pytest.MonkeyPatch, policy: str, grace: float, schedule: dict[str, Any]
+) -> None:
+    # wake() takes a short cut for a one-shot woken on time; whatever the
+    # lateness, the policy and the grace, it must give what the plan gives.
+    from scheduler import state
+
+    record = created(command(misfire_policy=policy, misfire_grace=grace, **schedule))
+    due = record.next_fire_at
+    assert due is not None
+    lates = [-10, -1, 0, 0.4, 0.5, 0.500001, 0.9, 1, 1.000001, 1.5, 2, 2.5, 3600, 3600.000001]
+    for pending in ((), (due + HOUR,)):
+        before = replace(record, ahead=pending, before_ahead=T0 if pending else None)
+        for late in lates:
+            now = due + timedelta(seconds=late)
+            short = wake(before, due, now, ahead=5 * SECOND)
+            monkeypatch.setattr(state, "_one_shot", lambda _command: False)
+            planned = wake(before, due, now, ahead=5 * SECOND)
+            monkeypatch.undo()
+            assert short == planned, (late, pending)
+    # And the short cut was taken: on time, it fires its one instant, completed.
+    short = wake(record, due, due)
+    assert short.fire == (due,) and short.record.status is Status.COMPLETED
