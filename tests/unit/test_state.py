@@ -736,3 +736,21 @@ def test_a_one_shot_woken_decides_as_the_misfire_plan_does(
     # And the short cut was taken: on time, it fires its one instant, completed.
     short = wake(record, due, due)
     assert short.fire == (due,) and short.record.status is Status.COMPLETED
+
+
+def test_a_wake_up_carries_over_every_field_it_does_not_decide() -> None:
+    # wake() builds the new record field by field (faster than replace):
+    # a field added to ScheduleRecord later must be carried over there too.
+    from dataclasses import fields
+
+    decided = {"status", "next_fire_at", "fire_count", "last_fired_at", "missed_count",
+               "last_missed_at", "last_wake", "last_batch", "ahead", "before_ahead"}  # fmt: skip
+    record = created()
+    due = record.next_fire_at
+    assert due is not None
+    record = replace(record, created_at=T0 - HOUR, updated_at=T0 - MINUTE)
+    woken = wake(record, due, due).record
+    assert woken != record
+    for field in fields(ScheduleRecord):
+        if field.name not in decided:
+            assert getattr(woken, field.name) == getattr(record, field.name), field.name
