@@ -11,16 +11,20 @@ at a time as a batch takes them:
 - ``partition``: the partition murmur2 gives that id;
 - ``apply``: the first instant and the new record (``state.apply``);
 - ``encode``: the record's JSON (``ScheduleRecord.to_bytes``);
-- ``lookup``: the batch's multi-get in a RocksDB opened with the
-  ``schedules`` table's options (every key new, as in the workload);
-- ``store``: one write batch with the record and its due-index entry;
-- ``records``: both changelog records appended to Kafka record batches and
-  the batches built (what the outbox hands to aiokafka).
+- ``lookup``: the batch's multi-get, one per partition, in RocksDBs opened
+  with the ``schedules`` table's options (every key new, as in the workload);
+- ``store``: the due-index entry's key, then one write batch per table and
+  partition (the record in ``schedules``, the entry in ``timers``), as
+  ``tables.flush`` writes them;
+- ``records``: both changelog records appended to a Kafka record batch per
+  topic and partition, and the batches built (what the outbox hands to
+  aiokafka).
 
 Not in it: handing the records to the broker, Faust's consumer, and the
-agent's own glue (coroutines, the outbox, the event loop's turns). The sum
-is a lower bound of what this Python code spends per command, whatever
-consumes the topic.
+agent's own glue: coroutines, the outbox's and the staged writes'
+bookkeeping, offering the instant to the partition's timer, the metrics,
+the event loop's turns. The sum is a lower bound of what this Python code
+spends per command, whatever consumes the topic.
 
 Run by ``bench.ours`` as ``python -m bench.pieces``; prints one JSON object,
 µs of CPU (this thread's) per command for each step, the median of the rounds.
@@ -45,10 +49,12 @@ from bench.ours import NEVER_URL, PARTITIONS, command, iso, task
 from scheduler import clock, ids, state
 from scheduler.models import parse_command
 from scheduler.streams.timers import index_key
-from scheduler.tables import schedules
+from scheduler.tables import schedules, timers
 
 BATCH = 1_000
 ROUNDS = 30
+#: Bytes a Kafka record batch may hold here: room for a whole batch of records.
+RECORD_BATCH = 16 * 1024 * 1024
 STEPS = ("parse", "schedule_id", "partition", "apply", "encode", "lookup", "store", "records")
 
 
@@ -64,7 +70,14 @@ def _commands(round_: int) -> list[bytes]:
 
 def measure(rounds: int = ROUNDS) -> dict[str, Any]:
     where = Path(tempfile.mkdtemp(prefix="pieces-"))
-    db = RocksDBOptions(**schedules.options).open(where / "db")
+    # One RocksDB per table and partition, with the tables' own options, as a worker has.
+    dbs = {
+        (table.name, partition): RocksDBOptions(**table.options).open(
+            where / f"{table.name}-{partition}"
+        )
+        for table in (schedules, timers)
+        for partition in range(PARTITIONS)
+    }
     spent: dict[str, list[float]] = {step: [] for step in STEPS}
     cpu = time.thread_time
     accepted_at = datetime.now(UTC)
@@ -84,45 +97,65 @@ def measure(rounds: int = ROUNDS) -> dict[str, Any]:
             began = cpu()
             partitions = [(ids.murmur2(key) & 0x7FFFFFFF) % PARTITIONS for key in keys]
             spent["partition"].append(cpu() - began)
-            assert len(partitions) == BATCH
 
             began = cpu()
             records = [state.apply(None, c, accepted_at) for c in commands]
             spent["apply"].append(cpu() - began)
+            timed = [r for r in records if r is not None and r.next_fire_at is not None]
+            if len(timed) != BATCH:
+                raise RuntimeError("a command of the batch gave no timed schedule")
 
             began = cpu()
-            values = [record.to_bytes() for record in records if record is not None]
+            values = [record.to_bytes() for record in timed]
             spent["encode"].append(cpu() - began)
 
             began = cpu()
-            found = db.get(keys)
+            by_partition: dict[int, list[bytes]] = {}
+            for key, partition in zip(keys, partitions, strict=True):
+                by_partition.setdefault(partition, []).append(key)
+            found = [
+                value
+                for partition, wanted in by_partition.items()
+                for value in dbs[(schedules.name, partition)].get(wanted)
+            ]
             spent["lookup"].append(cpu() - began)
             if any(value is not None for value in found):
                 raise RuntimeError("a new schedule's key was found in RocksDB")
 
-            entries = [
-                index_key(clock.to_us(record.next_fire_at), sid)
-                for record, sid in zip(records, sids, strict=True)
-                if record is not None and record.next_fire_at is not None
-            ]
             began = cpu()
-            batch = rocksdict.WriteBatch(raw_mode=True)
-            for key, value, entry in zip(keys, values, entries, strict=True):
-                batch.put(key, value)
-                batch.put(entry, b"1")
-            db.write(batch)
+            batches: dict[tuple[str, int], Any] = {}
+            entries = []
+            for key, value, record, partition in zip(keys, values, timed, partitions, strict=True):
+                entry = index_key(clock.to_us(record.next_fire_at), record.schedule_id)  # type: ignore[arg-type]
+                entries.append(entry)
+                for name, k, v in ((schedules.name, key, value), (timers.name, entry, b"1")):
+                    batch = batches.get((name, partition))
+                    if batch is None:
+                        batch = batches[(name, partition)] = rocksdict.WriteBatch(raw_mode=True)
+                    batch.put(k, v)
+            for where_to, batch in batches.items():
+                dbs[where_to].write(batch)
             spent["store"].append(cpu() - began)
 
             began = cpu()
-            changelog, index = BatchBuilder(1 << 20, 0), BatchBuilder(1 << 20, 0)
-            for key, value, entry in zip(keys, values, entries, strict=True):
-                changelog.append(timestamp=None, key=key, value=value)
-                index.append(timestamp=None, key=entry, value=b"1")
-            changelog._build()
-            index._build()
+            builders: dict[tuple[str, int], BatchBuilder] = {}
+            for key, value, entry, partition in zip(keys, values, entries, partitions, strict=True):
+                for name, k, v in ((schedules.name, key, value), (timers.name, entry, b"1")):
+                    builder = builders.get((name, partition))
+                    if builder is None:
+                        builder = builders[(name, partition)] = BatchBuilder(RECORD_BATCH, 0)
+                    if builder.append(timestamp=None, key=k, value=v) is None:
+                        raise RuntimeError(
+                            "a Kafka record batch filled up: make RECORD_BATCH larger"
+                        )
+            for builder in builders.values():
+                builder._build()
             spent["records"].append(cpu() - began)
+            if sum(b.record_count() for b in builders.values()) != 2 * BATCH:
+                raise RuntimeError("not every changelog record reached a record batch")
     finally:
-        db.close()
+        for db in dbs.values():
+            db.close()
         shutil.rmtree(where, ignore_errors=True)
     out: dict[str, Any] = {
         step: round(sorted(times)[len(times) // 2] / BATCH * 1e6, 2)

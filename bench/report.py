@@ -882,7 +882,7 @@ PIECES = (
     ("apply", "its first instant and the new record"),
     ("encode", "the record's JSON"),
     ("lookup", "RocksDB multi-get of the batch's keys"),
-    ("store", "RocksDB write batch: record and due-index entry"),
+    ("store", "the due-index key; RocksDB write batches of record and entry"),
     ("records", "both changelog records into Kafka record batches"),
 )
 
@@ -898,14 +898,28 @@ def budget(ours: dict[str, Any]) -> list[str]:
     pieces = ours.get("pieces_us")
     total = ours.get("cpu_us_per_command")
     floor = ours.get("floor_cpu_us")
-    if not isinstance(pieces, dict) or not isinstance(total, int | float):
-        return []
+    failed = [
+        f"{what} could not be measured: {ours[key]}"
+        for key, what in (
+            ("floor_error", "The floor (`bench/floor.py`)"),
+            ("pieces_error", "The command's steps (`bench/pieces.py`)"),
+        )
+        if key in ours
+    ]
+    if failed:
+        return [*failed, ""]
+    if not all(isinstance(v, int | float) for v in (total, floor)) or not isinstance(pieces, dict):
+        return []  # without the floor, "the rest" would hold it too
     allowed = registration_goal_us()
     rows = [("Faust's consumer (the floor above)", floor)]
     rows += [(f"{label} (`{key}`)", pieces.get(key)) for key, label in PIECES]
     counted = sum(v for _, v in rows if isinstance(v, int | float))
     rows.append(
-        ("the rest: the agent's glue, sending the records, the event loop", total - counted)
+        (
+            "the rest: the agent's glue (coroutines, bookkeeping, the timer's offer, "
+            "metrics), sending the records, the event loop",
+            total - counted,
+        )
     )
     out = [
         "Where a command's CPU goes. The worker's CPU a command, split: Faust's consumer "

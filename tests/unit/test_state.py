@@ -733,24 +733,44 @@ def test_a_one_shot_woken_decides_as_the_misfire_plan_does(
             planned = wake(before, due, now, ahead=5 * SECOND)
             monkeypatch.undo()
             assert short == planned, (late, pending)
-    # And the short cut was taken: on time, it fires its one instant, completed.
-    short = wake(record, due, due)
-    assert short.fire == (due,) and short.record.status is Status.COMPLETED
+
+    # And on time the short cut is taken: no misfire plan is made.
+    def no_plan(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("misfire.plan was called for a one-shot woken on time")
+
+    monkeypatch.setattr(state.misfire, "plan", no_plan)
+    for late in (-10, 0, min(0.5, grace)):
+        short = wake(record, due, due + timedelta(seconds=late))
+        assert short.fire == (due,) and short.record.status is Status.COMPLETED
 
 
 def test_a_wake_up_carries_over_every_field_it_does_not_decide() -> None:
     # wake() builds the new record field by field (faster than replace):
     # a field added to ScheduleRecord later must be carried over there too.
-    from dataclasses import fields
+    from dataclasses import MISSING, fields
 
     decided = {"status", "next_fire_at", "fire_count", "last_fired_at", "missed_count",
                "last_missed_at", "last_wake", "last_batch", "ahead", "before_ahead"}  # fmt: skip
     record = created()
     due = record.next_fire_at
     assert due is not None
-    record = replace(record, created_at=T0 - HOUR, updated_at=T0 - MINUTE)
-    woken = wake(record, due, due).record
-    assert woken != record
+    # Each field it does not decide holds a value of its own, not a default
+    # (a field added with a default gets a marker object).
+    own: dict[str, Any] = {"created_at": T0 - HOUR, "updated_at": T0 - MINUTE}
     for field in fields(ScheduleRecord):
-        if field.name not in decided:
-            assert getattr(woken, field.name) == getattr(record, field.name), field.name
+        defaulted = field.default is not MISSING or field.default_factory is not MISSING
+        if field.name not in decided and field.name not in own and defaulted:
+            own[field.name] = object()
+    record = replace(record, **own)
+    for one_shot in (False, True):
+        before = record
+        if one_shot:
+            before = replace(record, command=command(type="date", schedule="2030-01-01T00:00:10"))
+            before = replace(before, next_fire_at=utc("2030-01-01T00:00:10"))
+        instant = before.next_fire_at
+        assert instant is not None
+        woken = wake(before, instant, instant).record
+        assert woken != before
+        for field in fields(ScheduleRecord):
+            if field.name not in decided:
+                assert getattr(woken, field.name) == getattr(before, field.name), field.name
