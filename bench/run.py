@@ -88,16 +88,20 @@ def versions() -> dict[str, str]:
 
 
 def commit() -> str:
+    """The commit checked out, with ``+changes`` if the code differs from it (results aside)."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", *args], cwd=procs.ROOT, capture_output=True, text=True, check=False
+        )
+        return done.stdout.strip()
+
     try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=procs.ROOT,
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
+        head = git("rev-parse", "--short", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", "scheduler", "*.py")
     except OSError:
         return ""
+    return f"{head}+changes" if head and changed else head
 
 
 class Run:
@@ -115,6 +119,8 @@ class Run:
         self.ctx: ours.Context | None = None
         self.broker: ours.Broker | None = None
         self.started = time.time()
+        # Taken now: what the run measures is the code as it was when it started.
+        self.commit = commit()
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -141,7 +147,7 @@ class Run:
             "elapsed_s": round(time.time() - self.started),
             "machine": {**procs.machine(), "os": platform.platform()},
             "versions": versions(),
-            "commit": commit(),
+            "commit": self.commit,
             "settings": {
                 "partitions": ours.PARTITIONS,
                 "session_timeout_s": ours.SESSION_TIMEOUT,
