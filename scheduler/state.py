@@ -107,7 +107,7 @@ class ScheduleRecord:
 
         Written out here rather than by ``json``: every member is an id of
         ours, an enum value, an instant or a count, none of which JSON
-        escapes (bench/ ``pieces``: the record's encoding 10.7 -> 7.5 µs).
+        escapes (bench/ ``pieces``: the record's encoding 10.7 -> ~7.5 µs).
         A test holds it equal to ``compact_json(_state_json())``.
         """
         return (
@@ -301,7 +301,7 @@ def wake(
         # A one-shot woken on time (or ahead): its one instant fires and that
         # is all, as misfire.plan would decide, without stepping its trigger
         # to find there is no next instant (bench/ 100k burst: a wake-up of
-        # each schedule; 13 -> 5 µs).
+        # each schedule; 13 -> 6 µs).
         fired: tuple[datetime, ...] = (due,)
         next_fire = None
     else:
