@@ -659,11 +659,11 @@ async def registration(ctx: Context) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _far_future_commands(n: int) -> Iterable[dict[str, Any]]:
+def _far_future_commands(n: int, run: str = "reg") -> Iterable[dict[str, Any]]:
     """One-shots a second apart from tomorrow on: active, never due during the bench."""
     first = math.ceil(time.time()) + 86_400
     never = task("http", NEVER_URL, "")
-    return (command("reg", i, "date", iso(first + i), never) for i in range(n))
+    return (command(run, i, "date", iso(first + i), never) for i in range(n))
 
 
 async def _pieces(ctx: Context) -> dict[str, Any]:

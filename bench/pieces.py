@@ -33,7 +33,6 @@ Run by ``bench.ours`` as ``python -m bench.pieces``; prints one JSON object,
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import tempfile
 import time
@@ -45,9 +44,11 @@ import rocksdict
 from aiokafka.producer.message_accumulator import BatchBuilder
 from faust.stores.rocksdb import RocksDBOptions
 
-from bench.ours import NEVER_URL, PARTITIONS, command, iso, task
-from scheduler import clock, ids, state
+from bench.ours import _far_future_commands
+from scheduler import clock, state
+from scheduler.app import settings
 from scheduler.models import parse_command
+from scheduler.streams.commands import owner_partition
 from scheduler.streams.timers import index_key
 from scheduler.tables import schedules, timers
 
@@ -60,12 +61,7 @@ STEPS = ("parse", "schedule_id", "partition", "apply", "encode", "lookup", "stor
 
 def _commands(round_: int) -> list[bytes]:
     """A batch of new far-future one-shots, as the registration workload sends them."""
-    first = math.ceil(time.time()) + 86_400
-    never = task("http", NEVER_URL, "")
-    return [
-        json.dumps(command(f"pieces{round_}", i, "date", iso(first + i), never)).encode()
-        for i in range(BATCH)
-    ]
+    return [json.dumps(body).encode() for body in _far_future_commands(BATCH, f"pieces{round_}")]
 
 
 def measure(rounds: int = ROUNDS) -> dict[str, Any]:
@@ -76,7 +72,7 @@ def measure(rounds: int = ROUNDS) -> dict[str, Any]:
             where / f"{table.name}-{partition}"
         )
         for table in (schedules, timers)
-        for partition in range(PARTITIONS)
+        for partition in range(settings.partitions)
     }
     spent: dict[str, list[float]] = {step: [] for step in STEPS}
     cpu = time.thread_time
@@ -95,7 +91,7 @@ def measure(rounds: int = ROUNDS) -> dict[str, Any]:
             keys = [sid.encode() for sid in sids]
 
             began = cpu()
-            partitions = [(ids.murmur2(key) & 0x7FFFFFFF) % PARTITIONS for key in keys]
+            partitions = [owner_partition(key) for key in keys]
             spent["partition"].append(cpu() - began)
 
             began = cpu()

@@ -112,10 +112,7 @@ def prefetch(table: Any, partition: int, keys: list[bytes]) -> None:
     if not keys:
         return
     values = partition_db(table, partition).get(keys)
-    found = _prefetched.get((table, partition))
-    if found is None:
-        found = _prefetched[(table, partition)] = {}
-    found.update(zip(keys, values, strict=True))
+    _prefetched.setdefault((table, partition), {}).update(zip(keys, values, strict=True))
 
 
 def forget_prefetched() -> None:
