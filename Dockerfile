@@ -26,9 +26,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /src
 
 # Only what the wheel is built from: the metadata (pyproject.toml names
-# README.md as the readme) and the package with its data (broker_files/).
+# README.md as the readme) and the package.
 COPY pyproject.toml README.md ./
 COPY scheduler ./scheduler
+
+# Less the development tools: scheduler/devtools runs a local Kafka broker for
+# `scheduler dev`, `scheduler broker` and the tests, never a worker. Dropped
+# here, not in .dockerignore, which keeps every file a COPY names.
+RUN rm -rf scheduler/devtools
 
 # No compiler: every binary dependency (rocksdict, aiokafka, pydantic-core,
 # aiohttp, faust-streaming...) ships a manylinux wheel for CPython 3.11 on
@@ -61,11 +66,13 @@ RUN groupadd --system --gid 10001 scheduler \
 # Install from the builder's wheels only (--no-index): what was built is what
 # runs. The bind mount keeps the wheels out of the image's layers. The
 # imports (the Faust app, its tables and views; nothing touches the disk or
-# the broker) fail the build, not the first start, if a dependency is missing.
+# the broker) fail the build, not the first start, if a dependency is missing;
+# the last check fails it if the development tools got in after all.
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     pip install --no-index --find-links=/wheels /wheels/kafka_scheduler-*.whl \
  && python -c "import faust, rocksdict, scheduler.web, scheduler.worker" \
- && scheduler --help > /dev/null
+ && scheduler --help > /dev/null \
+ && python -c "import importlib.util as u; assert not u.find_spec('scheduler.devtools')"
 
 # SCHEDULER_WEB_HOST=0.0.0.0: bind every interface, or a published port
 # reaches nothing. The worker then advertises http://127.0.0.1:6066 to its

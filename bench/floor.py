@@ -1,10 +1,10 @@
 """The floor under registration: Faust's consumer with no work behind it.
 
 A worker that only takes records of a topic in batches
-(``scheduler.streams.batching.take_batches``, as the command agents do) and
-acknowledges them, with every patch ``scheduler.app`` applies to Faust and
+(``scheduler.patches.batching.take_batches``, as the command agents do) and
+acknowledges them, with every adjustment ``scheduler.patches`` makes to Faust and
 aiokafka, the worker's statistics sensor (``QuietMonitor``) and its garbage
-collector settings (``scheduler.worker.tune_gc``). How fast it drains a
+collector settings (``scheduler.gcpace.tune``). How fast it drains a
 backlog of the same commands is as fast as any agent of ours can take them
 on this machine, before a command is parsed, validated or stored: the
 registration workload reports it beside the worker's own rate.
@@ -26,9 +26,9 @@ from typing import Any
 
 import faust
 
-import scheduler.app  # (the same patches as a worker)
-from scheduler.streams.batching import take_batches
-from scheduler.worker import tune_gc
+from scheduler import gcpace
+from scheduler.patches.batching import take_batches
+from scheduler.patches.monitor import QuietMonitor
 
 BATCH_MAX = 1_000
 
@@ -44,7 +44,7 @@ app = faust.App(
     broker_heartbeat_interval=1,
     web_port=int(os.environ.get("FLOOR_WEB_PORT", "6098")),
     web_bind="127.0.0.1",
-    Monitor=scheduler.app.QuietMonitor,
+    Monitor=QuietMonitor,
 )
 topic = app.topic(
     os.environ.get("FLOOR_TOPIC", "floor"),
@@ -82,5 +82,5 @@ async def take(stream: Any) -> None:
 
 
 if __name__ == "__main__":
-    tune_gc()  # as a worker does before it starts
+    gcpace.tune()  # as a worker does before it starts
     app.main()

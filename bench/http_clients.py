@@ -63,7 +63,7 @@ async def with_aiohttp(url: str, total: int, concurrency: int) -> float:
 
 
 async def with_http1(url: str, total: int, concurrency: int) -> float:
-    from scheduler.http1 import HttpClient
+    from scheduler.targets.http1 import HttpClient
 
     client = HttpClient()
     gate = asyncio.Semaphore(concurrency)
@@ -115,7 +115,7 @@ def main() -> None:
     rows = []
     try:
         clients = (
-            ("scheduler.http1", with_http1),
+            ("scheduler.targets.http1", with_http1),
             ("aiohttp", with_aiohttp),
             ("httpx", with_httpx),
         )
@@ -132,7 +132,7 @@ def main() -> None:
         server.terminate()
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     lines = [
-        "# REST executor client: scheduler.http1 vs aiohttp vs httpx",
+        "# REST executor client: scheduler.targets.http1 vs aiohttp vs httpx",
         "",
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.node()} "
         f"({os.cpu_count()} cores, Python {platform.python_version()}, "

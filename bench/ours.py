@@ -32,8 +32,8 @@ from bench.config import SCALED, Sizes, scaled
 from bench.kafka_target import KafkaTarget
 from bench.profile import Profiler
 from bench.target import Control, HttpTarget
-from scheduler.broker import LocalBroker
-from scheduler.ids import schedule_id
+from scheduler.devtools.broker import LocalBroker
+from scheduler.domain.ids import schedule_id
 
 PARTITIONS = 8
 SESSION_TIMEOUT = 6

@@ -14,7 +14,7 @@ at a time as a batch takes them:
 - ``lookup``: the batch's multi-get, one per partition, in RocksDBs opened
   with the ``schedules`` table's options (every key new, as in the workload);
 - ``store``: the due-index entry's key, then one write batch per table and
-  partition (the record in ``schedules``, the entry in ``timers``), as
+  partition (the record in ``schedules``, the entry in ``due_index``), as
   ``tables.flush`` writes them;
 - ``records``: both changelog records appended to a Kafka record batch per
   topic and partition, and the batches built (what the outbox hands to
@@ -45,12 +45,13 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from faust.stores.rocksdb import RocksDBOptions
 
 from bench.ours import _far_future_commands
-from scheduler import clock, state
+from scheduler import clock
 from scheduler.app import settings
-from scheduler.models import parse_command
-from scheduler.streams.commands import owner_partition
+from scheduler.domain import state
+from scheduler.domain.models import parse_command
+from scheduler.streams.accept import owner_partition
 from scheduler.streams.timers import index_key
-from scheduler.tables import schedules, timers
+from scheduler.tables import due_index, schedules
 
 BATCH = 1_000
 ROUNDS = 30
@@ -71,7 +72,7 @@ def measure(rounds: int = ROUNDS) -> dict[str, Any]:
         (table.name, partition): RocksDBOptions(**table.options).open(
             where / f"{table.name}-{partition}"
         )
-        for table in (schedules, timers)
+        for table in (schedules, due_index)
         for partition in range(settings.partitions)
     }
     spent: dict[str, list[float]] = {step: [] for step in STEPS}
@@ -124,7 +125,7 @@ def measure(rounds: int = ROUNDS) -> dict[str, Any]:
             for key, value, record, partition in zip(keys, values, timed, partitions, strict=True):
                 entry = index_key(clock.to_us(record.next_fire_at), record.schedule_id)  # type: ignore[arg-type]
                 entries.append(entry)
-                for name, k, v in ((schedules.name, key, value), (timers.name, entry, b"1")):
+                for name, k, v in ((schedules.name, key, value), (due_index.name, entry, b"1")):
                     batch = batches.get((name, partition))
                     if batch is None:
                         batch = batches[(name, partition)] = rocksdict.WriteBatch(raw_mode=True)
@@ -136,7 +137,7 @@ def measure(rounds: int = ROUNDS) -> dict[str, Any]:
             began = cpu()
             builders: dict[tuple[str, int], BatchBuilder] = {}
             for key, value, entry, partition in zip(keys, values, entries, partitions, strict=True):
-                for name, k, v in ((schedules.name, key, value), (timers.name, entry, b"1")):
+                for name, k, v in ((schedules.name, key, value), (due_index.name, entry, b"1")):
                     builder = builders.get((name, partition))
                     if builder is None:
                         builder = builders[(name, partition)] = BatchBuilder(RECORD_BATCH, 0)

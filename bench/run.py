@@ -54,7 +54,7 @@ log = logging.getLogger("bench")
 
 
 def versions() -> dict[str, str]:
-    from scheduler.broker import KAFKA_VERSION
+    from scheduler.devtools.broker import KAFKA_VERSION
 
     found = {"kafka": KAFKA_VERSION, "python": platform.python_version()}
     for name in (
@@ -416,7 +416,7 @@ def main(argv: list[str] | None = None) -> None:
     sizes = QUICK if args.quick else LONG if args.long else DEFAULT
     selected = sorted({ALIASES[name] for name in args.only}) if args.only else list(WORKLOADS)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("aiokafka", "kafka", "scheduler.broker"):
+    for noisy in ("aiokafka", "kafka", "scheduler.devtools.broker"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
     procs.install_cleanup()
     shown = sys.argv[1:] if argv is None else argv

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from scheduler.errors import BrokerError, InvalidCommand, SchedulerError
+from scheduler.domain.errors import BrokerError, InvalidCommand, SchedulerError
 from scheduler.replay import REPLAYABLE
 from scheduler.settings import Settings, configure
 
@@ -66,7 +66,11 @@ def _web_url(args: argparse.Namespace) -> str:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from scheduler.broker import LocalBroker
+    try:
+        from scheduler.devtools.broker import LocalBroker
+    except ModuleNotFoundError as exc:
+        _no_local_broker(exc)
+        raise
 
     settings = _settings(args)
     port = args.port or _broker_port(settings)
@@ -84,8 +88,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_dev(args: argparse.Namespace) -> int:
     """Broker and one worker in the foreground: the local default."""
+    try:
+        from scheduler.devtools.broker import LocalBroker
+    except ModuleNotFoundError as exc:
+        _no_local_broker(exc)
+        raise
     from scheduler import worker
-    from scheduler.broker import LocalBroker
 
     settings = _settings(args)
     broker = LocalBroker(
@@ -101,6 +109,20 @@ def cmd_dev(args: argparse.Namespace) -> int:
     finally:
         broker.stop()
     return 0
+
+
+def _no_local_broker(exc: ModuleNotFoundError) -> None:
+    """Explain a missing ``scheduler.devtools``: the container image leaves it out.
+
+    Returns, for the caller to re-raise, when something else is missing.
+    """
+    if exc.name == "scheduler.devtools" or (exc.name or "").startswith("scheduler.devtools."):
+        raise BrokerError(
+            "the local Kafka broker (`scheduler dev`, `scheduler broker`) is a development "
+            "tool, not part of this installation: the container image leaves out "
+            "scheduler.devtools. Run `scheduler worker` with SCHEDULER_BROKER set to a Kafka "
+            "cluster instead"
+        ) from None
 
 
 def _broker_port(settings: Settings) -> int:
@@ -149,7 +171,7 @@ def read_commands(source: str) -> list[Any]:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from scheduler.models import parse_command
+    from scheduler.domain.models import parse_command
 
     settings = _settings(args)
     items = read_commands(args.source)
@@ -270,7 +292,7 @@ def _get_items(args: argparse.Namespace, path: str, field: str, **params: str) -
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from scheduler.state import FILTERS
+    from scheduler.domain.state import FILTERS
 
     params = {name: getattr(args, name) for name in FILTERS if getattr(args, name, None)}
     items = _get_items(args, "/schedules", "schedules", limit=str(args.limit), **params)
@@ -308,10 +330,10 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
-    from scheduler.models import parse_command
-    from scheduler.preview import preview
-    from scheduler.timefmt import format_utc, parse_utc
-    from scheduler.timezones import resolve_zone, to_local
+    from scheduler.domain.models import parse_command
+    from scheduler.domain.preview import preview
+    from scheduler.domain.timefmt import format_utc, parse_utc
+    from scheduler.domain.timezones import resolve_zone, to_local
 
     items = read_commands(args.source)
     if len(items) != 1:
@@ -337,8 +359,8 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from scheduler.domain.timefmt import parse_utc
     from scheduler.replay import replay
-    from scheduler.timefmt import parse_utc
 
     settings = _settings(args)
     if args.beginning == (args.since is not None):

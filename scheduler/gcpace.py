@@ -1,34 +1,26 @@
-"""Young garbage collections paced by the clock while firings flow.
+"""Python's garbage collector, tuned for a worker: fewer, cheaper, paced collections.
 
-CPython starts a generation-0 collection when allocations minus
-deallocations pass the threshold, and the deallocation of an old object
-counts as well. A worker holding firings ahead of their instant frees, every
-second, about as many old objects (the firings released) as it allocates new
-ones (the firings taken), so the count hardly moves: at 2,000 firings a
-second, young collections came only every 2-5 s, and each then walked all
-that had been taken since, 40,000-115,000 objects still alive, in 25-125 ms
-(bench/ steady, one worker, Kafka target). Deliveries due meanwhile were
-that late.
+:func:`tune` runs once at start. The modules loaded by then (Faust,
+aiokafka, pydantic...) are never freed, so ``gc.freeze`` takes them out of
+every later collection; and generation 0 is collected every
+``GC_THRESHOLD`` allocations rather than 700, since a worker allocates a few
+objects per firing that reference counting frees at once.
 
-:func:`pace` is called for each firing taken; at most every ``YOUNG_EVERY_S``
-it collects generation 0, and every ``MIDDLE_EVERY``-th time generation 1,
-so each walks only a fraction of a second's objects. Measured with the same
-steady run (scratch script around ``bench.ours._steady``): the longest
-collection went from 125-240 ms to ~20 ms once started, and the p99 of
-deliveries from 118-123 ms to 49 ms (with the slimmer held firings of
-``scheduler.streams.delivery.Held``). Collecting generation 1 every second
-instead left collections of 30-50 ms, and a p99 of 66-110 ms.
-
-Python starts a full collection only from one of its own young
-collections, which pacing makes rare: so every ``FULL_EVERY_S`` of pacing,
-the paced collection is a full one, and cyclic garbage that grew old is
-freed under a steady load too. Not often: it walks every firing held, and
-took 121 ms at 2,000 firings a second. Python's own, with thresholds of 20
-and 20, come at most every 400 young collections: 13-33 min at the 2-5 s
-between young collections seen before pacing.
-
-An idle worker never calls it and keeps Python's own schedule
-(``scheduler.worker.tune_gc``).
+:func:`pace` is called for each firing taken. CPython starts a young
+collection when allocations minus deallocations pass the threshold, and the
+deallocation of an old object counts too. A worker holding firings ahead of
+their instant frees about as many old objects (firings released) as it
+allocates new ones (firings taken), so under a steady load the count hardly
+moves: young collections then came seconds apart, each walked every firing
+taken since, and deliveries due meanwhile were late by its length. So while
+firings flow, generation 0 is collected every ``YOUNG_EVERY_S`` and
+generation 1 every ``MIDDLE_EVERY``-th time, each walking a fraction of a
+second's objects. Python starts a full collection only from one of its own
+young collections, which pacing makes rare: so every ``FULL_EVERY_S`` the
+paced collection is a full one, and cyclic garbage that grew old is freed
+under a steady load too. An idle worker never calls :func:`pace` and keeps
+Python's own schedule. The measurements are in ``bench/RESULTS.md`` (steady
+workload) and the commit that added this module.
 """
 
 from __future__ import annotations
@@ -36,6 +28,8 @@ from __future__ import annotations
 import gc
 import time
 
+#: Allocations between two collections of the youngest generation (Python's: 700).
+GC_THRESHOLD = 20_000
 #: Seconds between two paced collections of generation 0.
 YOUNG_EVERY_S = 0.1
 #: Every this many paced young collections, generation 1 is collected instead.
@@ -46,6 +40,13 @@ FULL_EVERY_S = 600.0
 _next = 0.0
 _young = 0
 _full = time.monotonic() + FULL_EVERY_S
+
+
+def tune() -> None:
+    """Freeze what is loaded and raise the young generation's threshold (once, at start)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, 20, 20)
 
 
 def pace() -> None:

@@ -5,8 +5,9 @@ The command and wake-up agents take their records a batch at a time
 changelog records, the firings, re-keyed commands) is collected here per
 topic partition and handed to the aiokafka producer, as prebuilt batches
 (``create_batch`` / ``send_batch``) when a partition gets many, rather than
-a record at a time through Faust's ``Topic.send``: in the burst profile (bench/) that per-record
-path cost more than everything the scheduler itself computes per firing.
+a record at a time through Faust's ``Topic.send``: that per-record path
+costs more than everything the scheduler itself computes per firing
+(measured in bench/, see bench/RESULTS.md).
 
 Guarantee: :meth:`Outbox.send` returns once every batch is queued on the
 producer Faust uses, which the agent does before its events are
@@ -26,6 +27,7 @@ from typing import Any
 
 from scheduler import metrics
 from scheduler.app import app
+from scheduler.patches import private
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,7 @@ OnWritten = Callable[[int], None]
 #: Below this many records for one partition, records are sent one by one:
 #: ``send_batch`` first waits for the partition's previous batch to leave
 #: (up to a linger plus a round trip), which stalls an agent that handles many
-#: small batches, as in a steady stream of firings (bench/ steady workload).
+#: small batches, as in a steady stream of firings.
 MIN_BATCH = 64
 
 
@@ -48,7 +50,7 @@ class Outbox:
     """Records for several topic partitions, collected now, produced by :meth:`send`."""
 
     def __init__(self) -> None:
-        self._producer: Any = app.producer._ensure_producer()  # type: ignore[attr-defined]
+        self._producer: Any = private.aiokafka_producer(app)
         self._records: dict[tuple[str, int], list[tuple[bytes, bytes | None]]] = {}
         self._on_written: dict[tuple[str, int], OnWritten] = {}
         #: Set by a writer whose firings must reach the broker before its

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from scheduler.errors import BrokerError, SchedulerError
+from scheduler.domain.errors import BrokerError, SchedulerError
+from scheduler.patches import private
 from scheduler.settings import Settings
 
 REPLAYABLE = ("schedule-commands", "firings", "firings-retry")
@@ -94,7 +95,7 @@ async def _partitions(consumer: Any, topic: str) -> list[int]:
         parts = consumer.partitions_for_topic(topic)
         if parts:
             return sorted(parts)
-        await consumer._client.force_metadata_update()
+        await private.refresh_metadata(consumer)
     raise SchedulerError(f"topic: {topic!r} does not exist on this broker")
 
 

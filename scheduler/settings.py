@@ -49,7 +49,8 @@ class Settings(BaseSettings):
     heartbeat_interval: float = Field(default=1.0, gt=0)
     """Seconds between heartbeats. A survivor learns of a dead worker's partitions at
     its next heartbeat after the session timeout, so this adds to failover time
-    (bench: 2 s instead of 1 s took failover from 9.4 s to 10.2 s)."""
+    (a longer interval made failover measurably slower in bench/, see
+    bench/RESULTS.md)."""
 
     instance_id: str | None = None
     """Static group membership (Kafka KIP-345): a worker that restarts with the
@@ -78,8 +79,9 @@ class Settings(BaseSettings):
     producer_linger_ms: float = Field(default=10.0, ge=0)
     """How long the worker's producer waits to fill a batch; adds at most this to
     latency. Firings are written ahead of their instant (``fire_ahead``), so
-    this delays no delivery; fewer, fuller produce requests left the steady
-    2,000 firings/s run (bench/) less CPU-bound than 2 ms did."""
+    this delays no delivery, and fewer, fuller produce requests leave a steady
+    stream of firings less CPU-bound than a shorter linger does (measured in
+    bench/, see bench/RESULTS.md)."""
 
     log_level: str = "info"
 

@@ -14,15 +14,16 @@ from typing import Any
 
 from faust import web
 
-from scheduler import metrics, state, tables
+from scheduler import metrics, tables
 from scheduler.app import app, settings
-from scheduler.errors import InvalidCommand, InvalidSchedule
-from scheduler.models import parse_command
-from scheduler.preview import preview
+from scheduler.domain import state
+from scheduler.domain.errors import InvalidCommand, InvalidSchedule
+from scheduler.domain.models import parse_command
+from scheduler.domain.preview import preview
+from scheduler.domain.timefmt import format_utc, parse_utc
 from scheduler.streams.history import KEEP, recent
 from scheduler.tables import history as history_table
 from scheduler.tables import schedules
-from scheduler.timefmt import format_utc, parse_utc
 from scheduler.topics import commands_topic, keyed_commands_topic
 
 MAX_LIST = 10_000

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import importlib
 import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from scheduler.errors import BrokerError
+from scheduler import gcpace, patches
+from scheduler.domain.errors import BrokerError
 from scheduler.settings import Settings
 
 log = logging.getLogger(__name__)
 
 #: The modules whose import registers the worker's agents, tasks and views.
 PARTS = (
-    "scheduler.streams.commands",
+    "scheduler.streams.accept",
+    "scheduler.streams.apply",
     "scheduler.streams.timers",
     "scheduler.streams.delivery",
     "scheduler.streams.history",
@@ -65,40 +66,15 @@ async def ensure_topics(settings: Settings, timeout: float = 60.0) -> None:
 
 def run(settings: Settings) -> None:
     """Run one worker in the foreground until SIGINT/SIGTERM."""
+    patches.check_versions()  # before anything touches the broker
     asyncio.run(ensure_topics(settings))
     asyncio.set_event_loop(asyncio.new_event_loop())
-
-    import faust
 
     for name in PARTS:
         importlib.import_module(name)
     from scheduler.app import app
+    from scheduler.patches.spinner import Worker
 
-    class Worker(faust.Worker):
-        def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
-            # Faust's terminal spinner lowers the root logger to DEBUG so that it
-            # spins on every record. Headless, that built a log record for every
-            # debug line on the hot path: 11% of a burst's CPU in a profile.
-            self.spinner = None
-
-    tune_gc()
+    gcpace.tune()
     worker = Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()
-
-
-def tune_gc() -> None:
-    """Fewer, cheaper garbage collections on the hot path.
-
-    The modules loaded by now (Faust, aiokafka, pydantic...) are never freed:
-    ``gc.freeze`` takes them out of every later collection. And a worker
-    allocates a few objects per firing that reference counting frees at
-    once; collecting generation 0 every 700 allocations (Python's default)
-    then mostly walks objects that are about to go anyway.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_THRESHOLD, 20, 20)
-
-
-#: Allocations between two collections of the youngest generation.
-GC_THRESHOLD = 20_000

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from scheduler.broker import LocalBroker
+from scheduler.devtools.broker import LocalBroker
 from tests.support import Worker, free_port
 
 

@@ -20,7 +20,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from scheduler.ids import schedule_id
+from scheduler.domain.ids import schedule_id
 
 SCHEDULER = str(Path(sys.executable).parent / "scheduler")
 

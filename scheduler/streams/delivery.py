@@ -34,12 +34,12 @@ from typing import Any
 
 from scheduler import clock, gcpace, metrics
 from scheduler.app import app, settings
-from scheduler.delivery import Result, RetryPolicy, Verdict, attempt_error
-from scheduler.executors import Executors, KafkaRecord, Prebuilt, kafka_record
-from scheduler.models import Task
+from scheduler.domain.models import Task
+from scheduler.domain.retry import Result, RetryPolicy, Verdict, attempt_error
+from scheduler.domain.timefmt import format_utc, parse_utc
+from scheduler.patches.batching import take_queued
 from scheduler.streams import history
-from scheduler.streams.batching import take_queued
-from scheduler.timefmt import format_utc, parse_utc
+from scheduler.targets.executors import Executors, KafkaRecord, Prebuilt, kafka_record
 from scheduler.topics import dead_topic, firings_topic, retry_topic
 
 log = logging.getLogger(__name__)
@@ -136,9 +136,9 @@ async def conclude(firing: dict[str, Any], result: Result) -> None:
 #: Not the parsed firing nor the event: at 2,000 firings a second, ~10,000 wait
 #: at once, and every object each keeps alive is walked again by each garbage
 #: collection that they survive. Holding the firing's dicts, its event and a
-#: list of headers (~16 tracked objects a firing), young collections took
-#: 30-90 ms and older ones 130-240 ms, late deliveries clustered behind them
-#: (bench/ steady, one worker). This keeps four: the tuple, the message,
+#: list of headers (~16 tracked objects a firing), collections grew long
+#: enough that late deliveries clustered behind them (measured in bench/, see
+#: bench/RESULTS.md). This keeps four: the tuple, the message,
 #: Faust's weak reference to it, and the Kafka record; the rest is parsed
 #: again from the message's bytes when it is needed.
 Held = tuple[str, Any, bool, KafkaRecord | None]
@@ -316,16 +316,16 @@ async def _start(firing: dict[str, Any], message: Any) -> None:
 
 #: Kafka deliveries due at the same instant are produced together, this many
 #: to one delivery slot. They share the producer's batches, and aiokafka sends
-#: one batch per partition per round trip: in slices of 1,000, 50,000 firings
-#: to an 8-partition topic took 50 round trips and went out over 1.0 s; in
-#: one slice, a few (scratch measurement, 50k crowd held ahead, one worker).
+#: one batch per partition per round trip: a crowd cut into small slices
+#: waits on a round trip per slice, one after another, and goes out late;
+#: in one slice it takes a few.
 KAFKA_BATCH = 50_000
 
 
 #: From this many Kafka firings due at one instant on, their batches are
 #: appended ahead of it (``_Held._prebuild``), ``PREBUILD_AHEAD_US`` early:
-#: 50,000 records took ~0.2 s to append, at the instant, before the first
-#: batch could leave (scratch measurement, one worker).
+#: appended at the instant, a big crowd's first batch could not leave until
+#: all of its records were appended, so every delivery of it started late.
 PREBUILD_MIN = 1_000
 PREBUILD_AHEAD_US = 1_000_000
 
@@ -404,7 +404,7 @@ async def deliver_firings(stream: Any) -> Any:
     async for event in stream.noack().events():
         await _take(stream, event)
         # And what else is queued, without a turn of the loop each
-        # (scheduler.streams.batching.take_queued).
+        # (scheduler.patches.batching.take_queued).
         for queued in take_queued(stream, TAKE_QUEUED):
             await _take(stream, queued)
 
@@ -421,8 +421,8 @@ async def _take(stream: Any, event: Any) -> None:
     if due_us > clock.now_us() or (firing.get("task") or {}).get("type") == "kafka":
         # A Kafka firing already due goes the same way, at once: the release
         # sends all those taken meanwhile together, in batches. One by one,
-        # each was a task, a timeout and a send of its own (~10% of the
-        # worker's CPU when a 100,000 burst was fired late, bench/ profile).
+        # each was a task, a timeout and a send of its own, a noticeable share
+        # of the worker's CPU when a big burst is fired late (measured in bench/).
         _held.hold(due_us, firing, event.message)
         return
     await _start(firing, event.message)

@@ -15,8 +15,8 @@ from typing import Any
 
 from scheduler import clock, metrics
 from scheduler.app import app
+from scheduler.domain.timefmt import format_utc
 from scheduler.tables import history
-from scheduler.timefmt import format_utc
 from scheduler.topics import history_topic
 
 #: Events kept per schedule; older ones are still on the topic.

@@ -2,7 +2,7 @@
 
 A timer holds only the near future in memory: a heap of (instant, schedule
 id) pairs up to its *horizon*, refilled from the partition's slice of the
-``timers`` table (a RocksDB whose keys sort by instant) as time moves on.
+``due_index`` table (a RocksDB whose keys sort by instant) as time moves on.
 The agent that writes a schedule offers its new instant to the timer, which
 keeps it only if it falls inside the horizon; anything later is read from
 the table when the horizon gets there. So a million schedules due next week
@@ -14,9 +14,10 @@ instant (``scheduler.streams.delivery``), so the instant itself costs only
 the delivery.
 
 A crowd is woken earlier still. Waking an instant costs about as much CPU as
-registering it, a few hundred microseconds: 100,000 one-shots due in the same
-second took ~25 s to wake, so with a 5 s lead most of them fired 5-25 s late
-although they had been stored a minute before (bench/, 100k burst). So when
+registering it, so a big crowd of one-shots due in the same second takes far
+longer to wake than the lead of ``fire_ahead``, and with only that lead most
+of it fired late although it had been stored well before (measured in
+bench/, see bench/RESULTS.md). So when
 more than ``CROWD`` instants wait in a partition's window, the lead grows by
 the time it takes to wake the surplus at ``WAKE_RATE`` a second: the crowd is
 woken as soon as it enters the window (at most ``WINDOW_US`` ahead), and its
@@ -24,9 +25,8 @@ firings wait at the executor. A window of ordinary size keeps the lead of
 ``fire_ahead``. A crowd still being stored when it enters the window is
 past the horizon of the last refill: more than ``CROWD`` such entries bring
 the next refill forward, else its wake-ups waited for the refill every half
-window, up to 15 s (a scratch run of bench/'s 100k burst on one worker: all
-stored 20 s before the instant, then 3 s with nothing to do until the
-refill, and the last firings written 2-4 s late). While a crowd is woken early
+window, up to 15 s, with the timer idle meanwhile, and a crowd stored shortly
+before its instant had its last firings written late. While a crowd is woken early
 the timer sends every ``CROWD_GAP_S`` rather than every ``MIN_GAP_S``: fewer,
 fuller wake-up records, each of which costs the agent a batch. Instants
 woken early keep counting towards the crowd until they come: otherwise the
@@ -36,12 +36,12 @@ stored had been woken, and the rest waited until the heap had grown again.
 An instant stored when it is already within the lead, or within the window
 while the window holds a crowd, is not offered at all:
 :meth:`PartitionTimer.takes` tells the agent storing it to wake it itself,
-in the same batch (``scheduler.streams.commands``).
+in the same batch (``scheduler.streams.apply``).
 
 A timer does not fire anything itself. It sends the (instant, schedule)
 pairs that are due to ``schedule-commands-keyed``, to its own partition, as
 one record per batch, where the one agent allowed to write that partition's
-tables decides what fires (``scheduler.state.wake``) and records it. One
+tables decides what fires (``scheduler.domain.state.wake``) and records it. One
 record per batch rather than per schedule: a burst of 10,000 instants due in
 the same second is then a handful of records, not 10,000 round trips. The
 timer therefore never needs to be right about a schedule's state: a wake-up
@@ -62,7 +62,7 @@ from typing import Any
 
 from scheduler import clock, metrics, tables
 from scheduler.app import app, settings
-from scheduler.tables import partition_db, timers
+from scheduler.tables import due_index, partition_db
 from scheduler.topics import keyed_commands_topic
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,8 @@ WAKE_KEY = b"wake-ups"
 #: Instants in a partition's window beyond which it wakes them earlier than ``fire_ahead``.
 CROWD = 1_000
 #: Wake-ups a second one partition is counted on to handle when its lead is
-#: stretched for a crowd (a worker does ~4,000 a second for all its partitions).
+#: stretched for a crowd: a safe share of what a worker does for all its partitions
+#: (measured in bench/, see bench/RESULTS.md).
 WAKE_RATE = 250
 
 
@@ -186,15 +187,15 @@ class PartitionTimer:
     def takes(self, due_us: int) -> bool:
         """Whether an instant just stored is due to be woken now; if so it counts as woken.
 
-        The agent storing it then wakes it itself (``scheduler.streams.commands``)
+        The agent storing it then wakes it itself (``scheduler.streams.apply``)
         instead of indexing it for this timer to send back a moment later.
         That is any instant within the lead, and while the window holds a
         crowd, any instant within the window: a crowd still being stored
         keeps stretching the lead, so an instant indexed now would be sent
         back within seconds, after an index entry, a wake-up, a second read
-        and a second write of its record (bench/, 100k burst on one worker:
-        the first ~30,000 of the crowd went that way, at ~90 µs of CPU more
-        each than one woken as it is stored).
+        and a second write of its record: in a burst, a large part of the
+        crowd went that way, each costing much more CPU than one woken as it
+        is stored (measured in bench/, see bench/RESULTS.md).
         """
         now = self._now_us()
         lead = self.lead_us()
@@ -254,9 +255,9 @@ class PartitionTimer:
                 await self._send(self.partition, due[start : start + WAKE_BATCH])
             fired.inc(len(due))
             if due:
-                # Let the next instants gather for a moment: at 2,000 firings/s
-                # spread over the second, one record per instant cost more than
-                # the firings themselves (bench/ steady workload).
+                # Let the next instants gather for a moment: in a steady stream
+                # of firings spread over the second, one record per instant costs
+                # more than the firings themselves (measured in bench/).
                 await asyncio.sleep(CROWD_GAP_S if lead > self.ahead_us else MIN_GAP_S)
                 continue
             wake_at = self.horizon_us - WINDOW_US // 2  # the next refill
@@ -321,7 +322,7 @@ def _index_reader(partition: int) -> Callable[[int, int], list[tuple[int, str]]]
         # Staged entries too: one offered before the horizon moved past it
         # would otherwise be neither offered nor read (see ``refill``).
         tables.flush()
-        db = partition_db(timers, partition)
+        db = partition_db(due_index, partition)
         it = db.iter()
         it.seek(b"%017d" % max(low_us, 0))
         found: list[tuple[int, str]] = []
@@ -411,7 +412,8 @@ async def supervise_timers() -> None:
 
     While partitions move it looks ten times a second, so timers start within
     0.1 s of recovery; once settled it sleeps until the next rebalance signal
-    (polling at 10 Hz for good cost ~3 millicores of an idle worker).
+    (polling at 10 Hz for good is a noticeable share of an idle worker's CPU,
+    measured in bench/).
     """
     changed = _Signal.get()
     while True:

@@ -5,21 +5,23 @@ Values are raw bytes (JSON we encode ourselves), and the hot path reads and
 writes a partition's RocksDB directly with :func:`read`, :func:`write` and
 :func:`erase`: Faust's ``table[key] = value`` serialises a value twice (once
 for the store, once for the changelog), looks for the partition in the
-current event and produces the changelog record on its own, all of which
-showed up in the burst profile (bench/). Here the changelog record goes into
-the caller's :class:`~scheduler.outbox.Outbox`, and once its batch is written
-the table's persisted offset moves on, as Faust's own callback does: recovery
-and standbys read the same changelog as before.
+current event and produces the changelog record on its own, all of which is
+a visible share of a burst's CPU (measured in bench/, see bench/RESULTS.md).
+Here the changelog record goes into the caller's
+:class:`~scheduler.outbox.Outbox`, and once its batch is written the table's
+persisted offset moves on, as Faust's own callback does: recovery and
+standbys read the same changelog as before.
 
 Writes are staged in memory and reach RocksDB as one ``WriteBatch`` per
 partition's DB when the batch's records are queued (:func:`flush`, called by
-``scheduler.streams.commands.Batch.send``), not one ``put`` per
+``scheduler.streams.batch.Batch.send``), not one ``put`` per
 key: each ``put`` appends to RocksDB's write-ahead log and lets go of the
-GIL, and the consumer's thread then held it before the agent could go on
-(bench/ registration: 289 µs of CPU per command with a ``put`` each, 220 µs
-staged). :func:`read` sees staged writes first, and anything that reads a
-partition's DB another way (a timer's refill, a web lookup) calls
-:func:`flush` before it does; it takes no await, so it is safe at any time.
+GIL, and the consumer's thread then held it before the agent could go on, so
+a ``put`` per key made every command cost noticeably more CPU (measured in
+bench/, see bench/RESULTS.md). :func:`read` sees staged writes first, and
+anything that reads a partition's DB another way (a timer's refill, a web
+lookup) calls :func:`flush` before it does; it takes no await, so it is safe
+at any time.
 Staging changes nothing after a crash: a batch's staged writes are lost
 then, as is what it had not yet produced, and its events are not yet
 acknowledged, so they are processed again.
@@ -34,6 +36,7 @@ from faust.types import TP
 
 from scheduler.app import app, settings
 from scheduler.outbox import OnWritten, Outbox
+from scheduler.patches import private
 
 MiB = 1024 * 1024
 
@@ -41,12 +44,12 @@ MiB = 1024 * 1024
 def _table(name: str, *, write_buffer_mib: int, block_cache_mib: int) -> Any:
     # Faust's RocksDB defaults are sized for a few big tables: 64 MiB memtables
     # (up to 3) and a 2 GiB block cache per partition's DB. We keep 3 tables x
-    # 8 partitions, so those would let resident memory grow with the data
-    # (bench/: 1.9 KiB per schedule). These bound it; the data lives on disk.
+    # 8 partitions, so those would let resident memory grow with every
+    # schedule stored. These bound it; the data lives on disk.
     # Their bloom filters keep 3 bits a key, so about a quarter of the lookups
     # of a key that is not there (every new schedule's) still read a block of
-    # each file; 10 bits make that ~1% (registration of 200,000 commands:
-    # 137 -> 114 µs of CPU a command).
+    # each file; 10 bits make that ~1%, which makes registering a new schedule
+    # cheaper (measured in bench/, see bench/RESULTS.md).
     return app.Table(
         name,
         key_type=bytes,
@@ -68,16 +71,14 @@ schedules = _table("schedules", write_buffer_mib=4, block_cache_mib=8)
 #: value ``b"1"``. Keys sort by time within each partition's RocksDB, so a
 #: partition's timer reads only the near future instead of every schedule.
 #: It is written beside ``schedules`` by the same agent, on the same partition.
-timers = _table("timers", write_buffer_mib=2, block_cache_mib=2)
+due_index = _table("due-index", write_buffer_mib=2, block_cache_mib=2)
 
 #: Recent history events per schedule id (JSON list, newest last), kept by the
 #: agent that reads ``schedule-history``.
 history = _table("history", write_buffer_mib=2, block_cache_mib=2)
 
 
-def partition_db(table: Any, partition: int) -> Any:
-    """The RocksDB (rocksdict) holding ``table``'s slice for ``partition``."""
-    return table.data._db_for_partition(partition)
+partition_db = private.partition_db
 
 
 #: Writes not yet in RocksDB, per (table, partition): key to value, None to delete.
@@ -98,13 +99,12 @@ _prefetched: dict[tuple[Any, int], dict[bytes, bytes | None]] = {}
 def prefetch(table: Any, partition: int, keys: list[bytes]) -> None:
     """Read ``keys`` now, in one call, for the :func:`read` of each that follows.
 
-    A batch of commands reads each schedule once, mostly to find it is new:
-    ~10% of the command agent's time went to ``read`` in the 100k burst's
-    profile (bench/). Timed alone, a ``get`` of a key that is not there
-    costs ~7 µs and a multi-get ~4.7 µs a key; in a scratch run of the 100k
-    burst on one worker the worker's CPU went from 202-209 to 184-194 µs a
-    schedule, more than that difference explains (each ``get`` also lets go
-    of the GIL, which the consumer's thread may then hold; not pinned down).
+    A batch of commands reads each schedule once, mostly to find it is new,
+    and one ``get`` a key made those reads a real share of the command
+    agent's time in a burst. A multi-get costs less a key than a ``get``,
+    and saves more of the worker's CPU than that difference alone explains
+    (each ``get`` also lets go of the GIL, which the consumer's thread may
+    then hold; not pinned down). Measured in bench/, see bench/RESULTS.md.
     What is read here is dropped at the next :func:`flush`, the first
     moment anything else could have changed these keys in RocksDB; a key
     written in between is found among the staged writes first.

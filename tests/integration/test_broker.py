@@ -21,8 +21,15 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from scheduler.broker import HOST, KAFKA_VERSION, LocalBroker, fetch_jars, free_port, is_port_open
-from scheduler.errors import BrokerError
+from scheduler.devtools.broker import (
+    HOST,
+    KAFKA_VERSION,
+    LocalBroker,
+    fetch_jars,
+    free_port,
+    is_port_open,
+)
+from scheduler.domain.errors import BrokerError
 
 pytestmark = pytest.mark.integration
 
@@ -151,7 +158,7 @@ def test_run_foreground_serves_until_signalled(tmp_path: Path, sig: signal.Signa
     port = free_port()
     data_dir = tmp_path / "kafka"
     script = (
-        "import sys; from scheduler.broker import LocalBroker; "
+        "import sys; from scheduler.devtools.broker import LocalBroker; "
         "LocalBroker(port=int(sys.argv[1]), data_dir=sys.argv[2]).run_foreground()"
     )
     repo = Path(__file__).resolve().parents[2]

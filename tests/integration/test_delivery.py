@@ -15,7 +15,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from redis import asyncio as aioredis
 
-from scheduler.broker import LocalBroker
+from scheduler.devtools.broker import LocalBroker
 from tests.support import (
     SCHEDULER,
     Clients,

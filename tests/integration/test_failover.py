@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from scheduler.broker import LocalBroker
-from scheduler.ids import firing_id
-from scheduler.timefmt import format_utc, parse_utc
+from scheduler.devtools.broker import LocalBroker
+from scheduler.domain.ids import firing_id
+from scheduler.domain.timefmt import format_utc, parse_utc
 from tests.support import Clients, Collector, Worker, send_commands
 
 pytestmark = pytest.mark.integration

@@ -26,8 +26,8 @@ from rocksdict import Options, Rdict
 
 from scheduler import tables
 from scheduler.app import app
-from scheduler.broker import LocalBroker
-from scheduler.streams import commands
+from scheduler.devtools.broker import LocalBroker
+from scheduler.streams import batch as batches
 
 pytestmark = pytest.mark.integration
 
@@ -103,9 +103,9 @@ async def _flush_ms_of_a_batch(
         real_flush()
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(commands, "_firings_topic", lambda: firings)
+        patch.setattr(batches, "firings_topic_name", lambda: firings)
         patch.setattr(tables, "flush", flush)
-        batch = commands.Batch()
+        batch = batches.Batch()
         tables.write(table, 0, b"schedule", b"fired", batch)  # type: ignore[arg-type]
         batch.add(firings, 0, b"schedule", b"the firing")
         batch.firings_first = firings_first

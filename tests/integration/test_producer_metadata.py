@@ -1,4 +1,4 @@
-"""A producer keeps the metadata of every topic it sent to (scheduler.app's patch).
+"""A producer keeps the metadata of every topic it sent to (``scheduler.patches.topic_metadata``).
 
 aiokafka's client asks for every topic's metadata until a send meets a topic it
 does not know; from then on it asks only for the topics it was told about, and
@@ -17,7 +17,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 import scheduler.app  # noqa: F401  (installs the patch)
-from scheduler.broker import LocalBroker
+from scheduler.devtools.broker import LocalBroker
 from tests.support import create_topics
 
 pytestmark = pytest.mark.integration

@@ -1,6 +1,6 @@
 """A worker started on an empty data dir rebuilds its tables from the changelogs.
 
-The changelogs hold more than one batch of recovery (scheduler.recovery takes
+The changelogs hold more than one batch of recovery (scheduler.patches.recovery takes
 up to 2,000 records at a time) and more than one table buffer (1,000), with
 schedules overwritten, paused and deleted, so the order of records within a
 partition matters: a table rebuilt out of order would show it.
@@ -20,8 +20,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from scheduler.broker import LocalBroker
-from scheduler.timefmt import format_utc, parse_utc
+from scheduler.devtools.broker import LocalBroker
+from scheduler.domain.timefmt import format_utc, parse_utc
 from tests.support import Clients, Collector, Worker, create_topics, metric, send_commands
 
 pytestmark = pytest.mark.integration

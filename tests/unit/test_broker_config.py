@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.broker import (
+from scheduler.devtools.broker import (
     HOST,
     KAFKA_VERSION,
     LocalBroker,
@@ -29,7 +29,7 @@ from scheduler.broker import (
     server_properties,
     wait_for_port,
 )
-from scheduler.errors import BrokerError
+from scheduler.domain.errors import BrokerError
 
 KAFKA_JAR = f"kafka_2.13-{KAFKA_VERSION}.jar"
 

@@ -13,9 +13,11 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
+from faust.transport.consumer import Consumer as _FaustConsumer
 from mode import Service
 
-from scheduler.app import _FaustConsumer, _wait_first
+import scheduler.app  # noqa: F401  (installs the adjustments)
+from scheduler.patches.inline_delivery import wait_first as _wait_first
 
 
 class FakeConsumer(Service):

@@ -5,7 +5,8 @@ what would break a build or a ``docker compose up``: unpinned or mismatched
 base images, a stage reference that does not exist, a COPY'd file missing
 from the repository or dropped by .dockerignore, a root user, a port, an
 environment variable or a subcommand the code does not have, a broker
-address the Kafka service does not advertise, an undeclared volume.
+address the Kafka service does not advertise, an undeclared volume, an image
+that would need the development tools (``scheduler/devtools``) it leaves out.
 """
 
 from __future__ import annotations
@@ -27,14 +28,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from functools import cache
+from itertools import takewhile
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from scheduler.broker import KAFKA_VERSION
-from scheduler.cli import _parser
+from scheduler.cli import EXIT_BAD_INPUT, _parser
+from scheduler.devtools.broker import KAFKA_VERSION
 from scheduler.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -499,6 +501,81 @@ def test_runtime_installs_only_the_builder_wheels() -> None:
         mounted = builder.name in stage_references(run)
         copied = any(builder.name == c.flag("from") for c in final().all("COPY"))
         assert mounted or copied, "the wheels are neither mounted nor copied from the builder"
+
+
+WITHOUT_DEVTOOLS = "import sys; sys.modules['scheduler.devtools'] = None\n"
+"""Prepended to ``python -c`` code: ``scheduler.devtools`` cannot be imported, as in the image."""
+SCHEDULER = "import sys; from scheduler.cli import main; sys.exit(main(sys.argv[1:]))"
+"""The ``scheduler`` command, run as ``python -c`` so that the prelude applies."""
+
+
+def test_the_builder_drops_the_development_tools_before_the_wheel() -> None:
+    assert (ROOT / "scheduler" / "devtools" / "__init__.py").is_file()
+    builder = next(s for s in stages() if any("pip wheel" in r.rest for r in s.all("RUN")))
+    dropped: set[str] = set()
+    for run in builder.all("RUN"):
+        before, wheel, _ = run.rest.partition("pip wheel")
+        for command in re.split(r"&&|;", before):
+            words = shlex.split(command)
+            if words[:1] == ["rm"]:
+                dropped.update(posixpath.normpath(w) for w in words[1:] if not w.startswith("-"))
+        if wheel:
+            break
+    assert "scheduler/devtools" in dropped, f"before `pip wheel` the builder removes {dropped}"
+
+
+def runtime_checks() -> list[list[str]]:
+    """The commands run after the runtime's ``pip install``, output redirections dropped."""
+    install = next(r for r in final().all("RUN") if "pip install" in r.rest)
+    commands: list[list[str]] = [[]]
+    for word in shlex.split(install.rest):
+        if word == "&&":
+            commands.append([])
+        else:
+            commands[-1].append(word)
+    return [list(takewhile(lambda w: not w.startswith(">"), c)) for c in commands[1:]]
+
+
+def run_without_devtools(tmp_path: Path, code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDULER_")}
+    # No java on PATH: should scheduler.devtools be importable after all, a broker
+    # command fails its preflight instead of starting Kafka.
+    env.update(PATH=str(tmp_path), SCHEDULER_DATA_DIR=str(tmp_path / "data"))
+    return subprocess.run(
+        [sys.executable, "-c", WITHOUT_DEVTOOLS + code, *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_image_checks_pass_without_the_development_tools(tmp_path: Path) -> None:
+    checks = runtime_checks()
+    assert any(c[:2] == ["python", "-c"] for c in checks), checks
+    assert any(c[:1] == ["scheduler"] for c in checks), checks
+    for words in checks:
+        if words[:1] == ["scheduler"]:
+            result = run_without_devtools(tmp_path, SCHEDULER, *words[1:])
+        else:
+            assert words[:2] == ["python", "-c"], f"an unexpected check: {shlex.join(words)}"
+            result = run_without_devtools(tmp_path, words[2], *words[3:])
+        assert result.returncode == 0, f"{shlex.join(words)}:\n{result.stderr}"
+
+
+@pytest.mark.parametrize("command", ["broker", "dev"])
+def test_the_local_broker_commands_say_the_image_leaves_them_out(
+    tmp_path: Path, command: str
+) -> None:
+    result = run_without_devtools(tmp_path, SCHEDULER, command)
+    assert result.returncode == EXIT_BAD_INPUT, result.stderr
+    assert result.stderr.startswith(
+        "scheduler: the local Kafka broker (`scheduler dev`, `scheduler broker`) is a "
+        "development tool, not part of this installation"
+    ), result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_runtime_runs_as_a_non_root_user() -> None:

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scheduler.cron import CronExpression, next_wall_time, parse_cron
-from scheduler.errors import InvalidSchedule
+from scheduler.domain.cron import CronExpression, next_wall_time, parse_cron
+from scheduler.domain.errors import InvalidSchedule
 
 START = datetime(2025, 1, 1, 10, 0)  # a Wednesday
 

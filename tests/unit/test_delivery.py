@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiokafka.partitioner import murmur2 as kafkas_murmur2
 
-from scheduler.delivery import (
+from scheduler.domain.models import Task
+from scheduler.domain.retry import (
     Outcome,
     Result,
     RetryPolicy,
@@ -17,8 +18,7 @@ from scheduler.delivery import (
     delivery_headers,
     redis_envelope,
 )
-from scheduler.executors import kafka_record
-from scheduler.models import Task
+from scheduler.targets.executors import kafka_record
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 

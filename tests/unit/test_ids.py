@@ -4,7 +4,7 @@ import json
 import random
 from datetime import UTC, datetime, timedelta, timezone
 
-from scheduler.ids import compact_json, firing_id, murmur2, schedule_id
+from scheduler.domain.ids import compact_json, firing_id, murmur2, schedule_id
 
 
 def test_schedule_id_is_stable_and_url_safe() -> None:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scheduler.misfire import SCAN_LIMIT, MisfirePolicy, plan
+from scheduler.domain.misfire import SCAN_LIMIT, MisfirePolicy, plan
 
 SECOND = timedelta(seconds=1)
 NOW = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)

@@ -7,8 +7,15 @@ from typing import Any
 
 import pytest
 
-from scheduler.errors import InvalidCommand
-from scheduler.models import Action, FailedPolicy, RedisMode, ScheduleType, TaskType, parse_command
+from scheduler.domain.errors import InvalidCommand
+from scheduler.domain.models import (
+    Action,
+    FailedPolicy,
+    RedisMode,
+    ScheduleType,
+    TaskType,
+    parse_command,
+)
 from tests.commands import example
 
 
@@ -200,7 +207,7 @@ def test_unparsable_date_is_rejected() -> None:
 
 def test_a_stored_command_is_read_back_without_the_checks_of_a_new_one() -> None:
     """``from_json_bytes`` trusts what was accepted; ``parse_command`` still checks it all."""
-    from scheduler.models import Command
+    from scheduler.domain.models import Command
 
     stored = parse_command(example()).json_bytes
     changed = stored.replace(b'"schedule":"', b'"schedule":"not a ', 1)

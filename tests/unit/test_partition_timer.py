@@ -216,7 +216,7 @@ def test_the_table_reader_keeps_one_instant_together_and_stops_at_faust_keys(
     )
     db = _FakeRocksDB(keys)
     fake_table = SimpleNamespace(data=SimpleNamespace(_db_for_partition=lambda partition: db))
-    monkeypatch.setattr(timers_module, "timers", fake_table)
+    monkeypatch.setattr(timers_module, "due_index", fake_table)
     read = timers_module._index_reader(5)
     assert read(0, 10**16) == [(100, "a"), (200, "b"), (200, "c"), (200, "d")]
     assert read(201, 10**16) == [(300, "e")]

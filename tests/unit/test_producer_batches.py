@@ -1,4 +1,4 @@
-"""``send_batch``'s wait for room in aiokafka's accumulator (patched in ``scheduler.app``).
+"""``send_batch``'s wait for room in aiokafka's accumulator (``scheduler.patches.accumulator``).
 
 aiokafka's ``add_batch`` took the time since its first wait off the budget
 after every wait, so a batch that had to let several others go first timed

@@ -8,7 +8,8 @@ from types import SimpleNamespace
 from faust.sensors import Monitor
 from faust.types import TP
 
-from scheduler.app import QuietMonitor, app
+from scheduler.app import app
+from scheduler.patches.monitor import QuietMonitor
 
 
 def test_the_app_uses_the_quiet_monitor() -> None:

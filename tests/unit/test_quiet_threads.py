@@ -1,4 +1,4 @@
-"""Agent supervisors and the consumer thread without their idle wake-ups (scheduler.app)."""
+"""Agent supervisors and the consumer thread without their idle wake-ups (scheduler.patches)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import pytest
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from mode import Service
 
-from scheduler import app as app_module
-from scheduler.app import PatientSupervisor, QuietConsumerThread, app
+from scheduler.app import app
+from scheduler.patches import supervisor as supervisor_module
+from scheduler.patches.consumer_thread import QuietConsumerThread
+from scheduler.patches.supervisor import PatientSupervisor
 
 
 class _Counted(Service):
@@ -47,13 +49,13 @@ def test_a_crashed_service_is_restarted_at_once_though_the_timed_look_is_a_minut
         finally:
             await supervisor.stop()
 
-    assert app_module.SUPERVISOR_LOOK_S >= 60
+    assert supervisor_module.SUPERVISOR_LOOK_S >= 60
     starts, restarted = asyncio.run(run())
     assert restarted, f"started {starts} times"
 
 
 def test_the_timed_look_starts_a_service_nobody_started(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(app_module, "SUPERVISOR_LOOK_S", 0.05)
+    monkeypatch.setattr(supervisor_module, "SUPERVISOR_LOOK_S", 0.05)
 
     async def run() -> bool:
         supervisor = PatientSupervisor(max_restarts=100.0, over=1.0)

@@ -9,7 +9,8 @@ from typing import Any
 
 from faust.types import TP
 
-from scheduler import recovery
+import scheduler.app  # noqa: F401  (installs the adjustments)
+from scheduler.patches import changelog_feed, recovery
 
 ACTIVE = TP("schedules-changelog", 0)
 STANDBY = TP("schedules-changelog", 1)
@@ -124,7 +125,7 @@ def test_a_feed_puts_raw_records_in_order_and_pauses_its_partition_under_pressur
             sensors=SimpleNamespace(on_topic_buffer_full=lambda tp: None),
         )
         queue: FlowControlQueue = FlowControlQueue(maxsize=8, flow_control=flow)
-        feed = recovery.ChangelogFeed(app, ACTIVE, queue)
+        feed = changelog_feed.ChangelogFeed(app, ACTIVE, queue)
         fetched = [
             SimpleNamespace(offset=n, key=b"k%d" % n, value=None if n == 2 else b"v")
             for n in range(8)

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scheduler.errors import InvalidSchedule
-from scheduler.timezones import local_to_utc, repeat_end, resolve_zone, to_local
+from scheduler.domain.errors import InvalidSchedule
+from scheduler.domain.timezones import local_to_utc, repeat_end, resolve_zone, to_local
 
 DST_ZONES = (
     "America/New_York",
@@ -288,7 +288,7 @@ def test_format_utc_tells_the_two_halves_of_a_repeated_hour_apart() -> None:
     # even once the first has been formatted (and remembered).
     from zoneinfo import ZoneInfo
 
-    from scheduler.timefmt import format_utc
+    from scheduler.domain.timefmt import format_utc
 
     zone = ZoneInfo("America/New_York")
     first = datetime(2026, 11, 1, 1, 30, tzinfo=zone)

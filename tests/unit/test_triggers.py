@@ -17,9 +17,9 @@ from croniter import croniter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scheduler.errors import InvalidSchedule
-from scheduler.timezones import local_to_utc, resolve_zone, to_local
-from scheduler.triggers import TriggerSpec, fire_times, next_fire, validate
+from scheduler.domain.errors import InvalidSchedule
+from scheduler.domain.timezones import local_to_utc, resolve_zone, to_local
+from scheduler.domain.triggers import TriggerSpec, fire_times, next_fire, validate
 from tests.unit.test_timezones import DST_ZONES, FIXED_ZONES, transitions, utc
 
 ACCEPTED = utc(2025, 1, 1, 12, 0)

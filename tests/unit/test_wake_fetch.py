@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from faust.transport.consumer import Consumer as FaustConsumer
 
-from scheduler.app import wake_fetch
+import scheduler.app  # noqa: F401  (installs the adjustments)
+from scheduler.patches.wake_fetch import wake_fetch
 
 
 class _Fetcher:
@@ -89,7 +90,7 @@ def test_putting_back_a_buffered_partition_wakes_the_fetch_only_then(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     woken: list[Any] = []
-    monkeypatch.setattr("scheduler.app.wake_fetch", woken.append)
+    monkeypatch.setattr("scheduler.patches.wake_fetch.wake_fetch", woken.append)
     consumer = SimpleNamespace(
         _buffered_partitions={"tp-full"},
         _get_active_partitions=lambda: set(),

@@ -1,11 +1,12 @@
 """Deliver one firing to its target: REST over our HTTP/1.1 client, Kafka over aiokafka, Redis.
 
 Connections are pooled and reused: kept-alive HTTP connections per origin
-(``scheduler.http1``), one producer per Kafka cluster, one client per Redis
-URL. For REST, three clients were measured on this machine
-(``bench/http_clients.py``, results in ``bench/results/http_clients.md``):
-httpx, aiohttp's client (the earlier choice, ~30 times faster than httpx)
-and ``scheduler.http1``, which spends a fraction of aiohttp's CPU per POST.
+(``scheduler.targets.http1``), one producer per Kafka cluster, one client per Redis
+URL. For REST, ``scheduler.targets.http1`` rather than httpx or aiohttp's
+client (the earlier choice): a delivery is one small POST, and those general
+clients spend far more CPU per POST on their own machinery than the rest of
+the delivery does (compared in ``bench/http_clients.py``, results in
+``bench/results/http_clients.md``).
 Every attempt is bounded by the task's ``timeout``; a hang past it is a
 retryable failure.
 """
@@ -22,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 from aiokafka import AIOKafkaProducer
 from aiokafka import errors as kafka_errors
 
-from scheduler.delivery import Outcome, Result, classify_http, delivery_headers, redis_envelope
-from scheduler.http1 import HttpClient
-from scheduler.ids import murmur2
-from scheduler.models import RedisMode
+from scheduler.domain.ids import murmur2
+from scheduler.domain.models import RedisMode
+from scheduler.domain.retry import Outcome, Result, classify_http, delivery_headers, redis_envelope
+from scheduler.targets.http1 import HttpClient
 
 if TYPE_CHECKING:
     from redis import asyncio as aioredis
@@ -33,8 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: ``json.dumps(value, ensure_ascii=False)``, the body a task's ``data`` is sent as,
-#: without the new encoder ``json.dumps`` builds for that option on every call
-#: (bench/ 100k burst profile: ~9% of the executor's time).
+#: without the new encoder ``json.dumps`` builds for that option on every call,
+#: which in a burst is a noticeable share of the executor's time (measured in bench/).
 payload_json = json.JSONEncoder(ensure_ascii=False).encode
 
 #: Kafka errors that say "not now" (the cluster is moving or busy).
@@ -51,9 +52,9 @@ _KAFKA_RETRYABLE = (
 
 
 #: How long the Kafka delivery producer waits to fill a batch. Every produce
-#: request is a socket write, and on this machine a write costs more than
-#: a firing's own work (bench/ steady profile); 5 ms adds at most that much
-#: to a delivery's lateness.
+#: request is a socket write, which costs more than a firing's own work, so
+#: without a linger a steady stream would spend its CPU on writes of one record
+#: each (measured in bench/); 5 ms adds at most that much to a delivery's lateness.
 DELIVERY_LINGER_MS = 5
 
 
@@ -65,7 +66,7 @@ class Executors:
         self._http = HttpClient()
         self._producers: dict[str, AIOKafkaProducer] = {}
         self._producer_lock = asyncio.Lock()
-        self._redis: dict[str, aioredis.Redis] = {}  # redis is imported on first use (~6 MiB)
+        self._redis: dict[str, aioredis.Redis] = {}  # redis: imported on first use (heavy)
 
     async def deliver(self, firing: dict[str, Any]) -> Result:
         task = firing["task"]
@@ -116,7 +117,7 @@ class Executors:
                 servers = bootstrap.split("://", 1)[-1].replace(";", ",")
                 # Batches as big as the worker's own (aiokafka's default is 16 KiB):
                 # a burst to a one-partition topic otherwise waits on a round
-                # trip per ~60 records (bench/).
+                # trip for every few dozen records.
                 producer = AIOKafkaProducer(
                     bootstrap_servers=servers,
                     acks="all",
@@ -205,10 +206,11 @@ class Executors:
         """Append ``records`` into producer batches now, to be sent later by ``deliver_kafka``.
 
         For a crowd due at one instant: appending is most of what its send
-        costs (50,000 records: ~0.2 s before the first left), and it can be
-        done before the instant. The records carry ``timestamp_ms`` (their
-        instant) rather than the time they were appended. The loop gets a
-        turn every ``PREBUILD_YIELD`` records.
+        costs, and done at the instant it would hold back the first record
+        until the whole crowd was appended; it can be done before the
+        instant. The records carry ``timestamp_ms`` (their instant) rather
+        than the time they were appended. The loop gets a turn every
+        ``PREBUILD_YIELD`` records.
         """
         out: list[Prebuilt] = []
         appended = 0
@@ -390,7 +392,7 @@ async def _send_batches(
 
     A few records go one by one: ``send_batch`` first waits for the
     partition's previous batch to leave, which stalled a steady stream of
-    small groups (bench/ steady run: deliveries seconds late).
+    small groups and left their deliveries seconds late.
     """
     sent: list[Sent] = []
     if len(members) < MIN_BATCH:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from scheduler.models import Command, ScheduleType
-from scheduler.triggers import fire_times
+from scheduler.domain.models import Command, ScheduleType
+from scheduler.domain.triggers import fire_times
 
 
 def preview(command: Command, after: datetime, count: int) -> list[datetime]:

@@ -18,9 +18,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from functools import lru_cache
 
-from scheduler.cron import CronExpression, next_wall_time, parse_cron
-from scheduler.errors import InvalidSchedule
-from scheduler.timezones import Zone, local_to_utc, repeat_end, resolve_zone, to_local
+from scheduler.domain.cron import CronExpression, next_wall_time, parse_cron
+from scheduler.domain.errors import InvalidSchedule
+from scheduler.domain.timezones import Zone, local_to_utc, repeat_end, resolve_zone, to_local
 
 __all__ = ["KINDS", "TriggerSpec", "fire_times", "next_fire", "validate"]
 

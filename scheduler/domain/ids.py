@@ -22,7 +22,7 @@ import json
 import struct
 from datetime import datetime
 
-from scheduler.timefmt import format_utc
+from scheduler.domain.timefmt import format_utc
 
 #: ``json.dumps(value, ensure_ascii=False, separators=(",", ":"))``, without
 #: building a new encoder on every call as ``json.dumps`` does for those options.
@@ -52,8 +52,8 @@ def murmur2(data: bytes) -> int:
     """Kafka's murmur2 (Java's ``Utils.murmur2``), as aiokafka's ``murmur2`` computes it.
 
     The same arithmetic, with the 4-byte words read in one ``struct`` call
-    and fewer masks: aiokafka's byte-at-a-time loop cost ~7% of a worker's
-    time registering commands (bench/ registration profile), for a 36-byte id.
+    and fewer masks: aiokafka's byte-at-a-time loop is a noticeable share of a
+    worker's time registering commands (measured in bench/), for a 36-byte id.
     """
     length = len(data)
     h = 0x9747B28C ^ length

@@ -1,9 +1,9 @@
 """A small HTTP/1.1 client for the REST delivery hot path: POST over kept-alive connections.
 
-Why not aiohttp's client here: measured on this machine, aiohttp spent about
-180 µs of CPU per POST on its own machinery, more than everything else a
-firing costs, so a worker could not deliver 2,000 REST firings a second
-(bench/ steady run). A delivery needs little of what it offers: one POST
+Why not aiohttp's client here: it spends more CPU per POST on its own
+machinery than everything else a firing costs, so a worker could not deliver
+2,000 REST firings a second (measured in bench/, see bench/RESULTS.md). A
+delivery needs little of what it offers: one POST
 with a body and headers, the status back, the body read and dropped.
 
 What this client does:

@@ -2,7 +2,7 @@
 
 Pure: classification of outcomes, the retry decision, and the exact shape
 of what each kind of target receives. The I/O lives in
-``scheduler.executors``; the Kafka plumbing in ``scheduler.streams.delivery``.
+``scheduler.targets.executors``; the Kafka plumbing in ``scheduler.streams.delivery``.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from scheduler.models import FailedPolicy, Task
-from scheduler.timefmt import format_utc
+from scheduler.domain.models import FailedPolicy, Task
+from scheduler.domain.timefmt import format_utc
 
 
 class Outcome(StrEnum):

@@ -29,7 +29,7 @@ from functools import lru_cache
 import pytz
 from pytz.tzinfo import BaseTzInfo
 
-from scheduler.errors import InvalidSchedule
+from scheduler.domain.errors import InvalidSchedule
 
 __all__ = ["Zone", "local_to_utc", "repeat_end", "resolve_zone", "to_local"]
 

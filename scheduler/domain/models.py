@@ -26,11 +26,11 @@ from pydantic import (
     model_validator,
 )
 
-from scheduler import ids
-from scheduler.errors import InvalidCommand, InvalidSchedule
-from scheduler.misfire import MisfirePolicy
-from scheduler.timezones import resolve_zone
-from scheduler.triggers import TriggerSpec, local_instant, validate
+from scheduler.domain import ids
+from scheduler.domain.errors import InvalidCommand, InvalidSchedule
+from scheduler.domain.misfire import MisfirePolicy
+from scheduler.domain.timezones import resolve_zone
+from scheduler.domain.triggers import TriggerSpec, local_instant, validate
 
 #: Acceptance instant used when a command is validated before it has one.
 _VALIDATION_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -164,7 +164,7 @@ class Command(_Strict):
     task: Task | None = None
     misfire_policy: MisfirePolicy = MisfirePolicy.FIRE_ONCE
     misfire_grace: float = Field(default=3600.0, gt=0, le=366 * 86400)
-    """Seconds an instant may be late and still fire (see ``scheduler.misfire``)."""
+    """Seconds an instant may be late and still fire (see ``scheduler.domain.misfire``)."""
     start: str | None = Field(default=None, max_length=64)
     """Recurring types: no instant before this (ISO-8601, local in ``timezone``)."""
     end: str | None = Field(default=None, max_length=64)

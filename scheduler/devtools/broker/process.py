@@ -1,111 +1,59 @@
-"""A single-node Apache Kafka broker for development and tests, without Docker.
+"""The broker's process: free ports, the JVM that :class:`LocalBroker` runs, and the exit hook.
 
-Kafka 4 runs in KRaft mode, so one JVM is both the controller and the broker
-and nothing else (no ZooKeeper, no container) has to be running. The broker's
-own jars come from Maven Central through ``mvn dependency:copy-dependencies``:
-Maven is a one-line install on every platform, it resolves Kafka's exact
-runtime dependency set from Kafka's own pom, and its ``~/.m2`` cache makes a
-second fetch on the same machine nearly free.
-
-Everything the broker writes stays under one data directory::
-
-    <data_dir>/server.properties    rewritten on every start (ports may change)
-    <data_dir>/log4j2.properties    rewritten on every start
-    <data_dir>/logs/                Kafka's log.dirs: topics, offsets, metadata
-    <data_dir>/broker.log           the broker's own log, INFO and up, rotated
-    <data_dir>/broker.out           JVM stdout/stderr of the latest start
-    <data_dir>/broker.pid           pid of the running broker
-
-Storage is formatted only when ``logs/meta.properties`` is missing, so a
-restart on the same data directory keeps every topic and committed offset.
-
-Logging goes through log4j2 (``log4j-slf4j-impl``), the backend Kafka 4 itself
-ships with; with the log4j 1.x bridge, log4j2 (pulled in by Kafka) complains on
-every start that it has no configuration.
+:class:`LocalBroker` fetches the jars (:mod:`.jars`), writes the properties
+(:mod:`.properties`) into its data directory, formats the storage on a first
+start and runs Kafka in its own session; the files it keeps there are listed
+in the package's docstring. A broker still running when Python exits is
+stopped by an ``atexit`` hook.
 """
 
 from __future__ import annotations
 
 import atexit
-import base64
 import contextlib
-import fcntl
-import hashlib
 import logging
 import os
 import re
-import secrets
 import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from importlib import resources
+from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Any, Self
 
-from scheduler.errors import BrokerError
+from scheduler.devtools.broker.jars import (
+    KAFKA_VERSION,
+    Which,
+    _java_hint,
+    _tail,
+    fetch_jars,
+    require_tool,
+)
+from scheduler.devtools.broker.properties import (
+    HOST,
+    PropertyValue,
+    _text,
+    log4j2_properties,
+    new_cluster_id,
+    render_properties,
+    server_properties,
+)
+from scheduler.domain.errors import BrokerError
 
-__all__ = [
-    "DEFAULT_HEAP",
-    "DEFAULT_PORT",
-    "HOST",
-    "KAFKA_VERSION",
-    "LocalBroker",
-    "default_cache_dir",
-    "fetch_jars",
-    "free_port",
-    "is_port_free",
-    "is_port_open",
-    "log4j2_properties",
-    "new_cluster_id",
-    "render_properties",
-    "require_tool",
-    "server_properties",
-    "wait_for_port",
-]
-
-KAFKA_VERSION = "4.1.1"
-SCALA_VERSION = "2.13"
-HOST = "127.0.0.1"
 DEFAULT_PORT = 9092
 DEFAULT_HEAP = "512m"
 STOP_GRACE_SECONDS = 20.0
 
-Which = Callable[[str], str | None]
-"""Looks a program up on PATH; ``shutil.which`` unless a test swaps it."""
-
-PropertyValue = str | int | bool
-
-_INSTALL_HINTS = {
-    "java": "install a JDK 17+ (apt-get install -y openjdk-17-jre-headless)",
-    "mvn": (
-        "install Apache Maven (apt-get install -y maven); "
-        "it is needed once, to fetch the Kafka jars from Maven Central"
-    ),
-}
-_MARKER = ".complete"
-_KAFKA_JAR = f"kafka_{SCALA_VERSION}-{KAFKA_VERSION}.jar"
 _HEAP_RE = re.compile(r"[1-9][0-9]*[kKmMgG]?")
-_TAIL_LINES = 40
 
 log = logging.getLogger(__name__)
 
 
-# --------------------------------------------------------------------------- tools and ports
-
-
-def require_tool(name: str, which: Which = shutil.which) -> str:
-    """Find ``name`` on PATH, or fail with what to install instead of a bare ENOENT."""
-    path = which(name)
-    if path is None:
-        hint = _INSTALL_HINTS.get(name, f"install {name}")
-        raise BrokerError(f"{name} not found on PATH: {hint}")
-    return path
+# --------------------------------------------------------------------------- ports
 
 
 def free_port(host: str = HOST) -> int:
@@ -151,283 +99,6 @@ def wait_for_port(host: str, port: int, timeout: float = 30.0, *, interval: floa
         if time.monotonic() >= deadline:
             raise TimeoutError(f"nothing listening on {host}:{port} after {timeout:g} s")
         time.sleep(interval)
-
-
-# --------------------------------------------------------------------------- fetching the jars
-
-
-def default_cache_dir() -> Path:
-    """Per-user, per-version, so two Kafka versions never share a ``libs`` directory."""
-    return Path.home() / ".cache" / "kafka-scheduler" / f"kafka-{KAFKA_VERSION}"
-
-
-def _pom_text() -> str:
-    return resources.files("scheduler").joinpath("broker_files", "pom.xml").read_text("utf-8")
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def _is_complete(libs: Path, digest: str) -> bool:
-    """A ``libs`` directory counts only if a fetch of this very pom finished into it.
-
-    Comparing the pom's hash means editing the dependency list (say, the
-    logging backend) refreshes an old cache instead of silently reusing it.
-    """
-    marker = libs / _MARKER
-    try:
-        return marker.read_text("utf-8").strip() == digest
-    except OSError:
-        return False
-
-
-@contextlib.contextmanager
-def _exclusive(lock_file: Path) -> Iterator[None]:
-    """Serialise fetches across processes: Maven 3's local repository is not safe for that."""
-    with lock_file.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _swap_in(new: Path, target: Path) -> None:
-    """Rename ``new`` onto ``target``: readers see the old tree or the new one, never half."""
-    if target.exists():
-        stale = target.with_name(f".stale-{secrets.token_hex(4)}")
-        target.rename(stale)
-        new.rename(target)
-        shutil.rmtree(stale, ignore_errors=True)
-    else:
-        new.rename(target)
-
-
-def fetch_jars(
-    cache_dir: Path | None = None,
-    *,
-    which: Which = shutil.which,
-    timeout: float = 600.0,
-) -> Path:
-    """Return ``<cache_dir>/libs`` holding Kafka and its runtime jars, fetching them once.
-
-    Maven writes into a staging directory beside the cache; only a finished,
-    checked copy is renamed into place, so an interrupted fetch leaves
-    nothing that a later start could mistake for a usable install.
-    """
-    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    libs = cache / "libs"
-    pom = _pom_text()
-    digest = _digest(pom)
-    if _is_complete(libs, digest):
-        return libs
-
-    # Maven runs on the JVM too; asking for java first gives the more useful hint.
-    require_tool("java", which)
-    mvn = require_tool("mvn", which)
-    cache.mkdir(parents=True, exist_ok=True)
-    with _exclusive(cache / ".lock"):
-        if _is_complete(libs, digest):  # another process fetched while we waited
-            return libs
-        started = time.monotonic()
-        staging = Path(tempfile.mkdtemp(prefix=".fetch-", dir=cache))
-        try:
-            pom_file = staging / "pom.xml"
-            pom_file.write_text(pom, "utf-8")
-            out = staging / "libs"
-            command = [
-                mvn,
-                "-q",
-                "-B",
-                "-Dstyle.color=never",
-                "-f",
-                str(pom_file),
-                "dependency:copy-dependencies",
-                f"-DoutputDirectory={out}",
-                "-DincludeScope=runtime",
-            ]
-            try:
-                done = subprocess.run(
-                    command,
-                    cwd=staging,
-                    stdin=subprocess.DEVNULL,
-                    capture_output=True,
-                    text=True,
-                    timeout=timeout,
-                    check=False,
-                )
-            except subprocess.TimeoutExpired as exc:
-                raise BrokerError(
-                    f"Maven did not finish fetching Kafka {KAFKA_VERSION} within {timeout:g} s"
-                ) from exc
-            if done.returncode != 0:
-                raise BrokerError(
-                    f"Maven could not fetch Kafka {KAFKA_VERSION} (exit {done.returncode}); "
-                    f"is Maven Central reachable?\n{_tail(done.stdout + done.stderr)}"
-                )
-            jars = sorted(out.glob("*.jar"))
-            if not (out / _KAFKA_JAR).is_file():
-                raise BrokerError(
-                    f"Maven finished but {_KAFKA_JAR} is not among the {len(jars)} jars "
-                    f"it copied to {out}"
-                )
-            (out / _MARKER).write_text(f"{digest}\n", "utf-8")
-            _swap_in(out, libs)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        log.info(
-            "fetched %d Kafka %s jars into %s in %.1f s",
-            len(jars),
-            KAFKA_VERSION,
-            libs,
-            time.monotonic() - started,
-        )
-    return libs
-
-
-# --------------------------------------------------------------------------- configuration
-
-
-def new_cluster_id(token_bytes: Callable[[int], bytes] = secrets.token_bytes) -> str:
-    """A Kafka cluster id, made here to save a JVM start (``StorageTool random-uuid``).
-
-    Kafka's format is 16 random bytes in unpadded base64url. Like Kafka we
-    reject ids that start with ``-``: command-line parsers read them as flags.
-    """
-    while True:
-        cluster_id = base64.urlsafe_b64encode(token_bytes(16)).rstrip(b"=").decode("ascii")
-        if not cluster_id.startswith("-"):
-            return cluster_id
-
-
-def _text(value: PropertyValue) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def server_properties(
-    *,
-    port: int,
-    controller_port: int,
-    data_dir: Path,
-    extra: Mapping[str, PropertyValue] | None = None,
-) -> dict[str, str]:
-    """Broker settings for one node that is its own controller and sole replica.
-
-    Every replication factor and ISR minimum is 1 because there is no second
-    broker to satisfy a larger one. The log cleaner is tuned so that the
-    compacted changelog topics behind Faust tables are actually compacted on
-    a long-running development broker instead of growing until a 1 GiB
-    segment fills. ``extra`` is applied last and wins.
-    """
-    listeners = f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}"
-    props: dict[str, str] = {
-        "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.bootstrap.servers": f"{HOST}:{controller_port}",
-        "listeners": listeners,
-        "advertised.listeners": listeners,
-        "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-        "log.dirs": str(Path(data_dir) / "logs"),
-        "num.partitions": "1",
-        "default.replication.factor": "1",
-        "min.insync.replicas": "1",
-        "offsets.topic.replication.factor": "1",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
-        "group.initial.rebalance.delay.ms": "0",
-        "auto.create.topics.enable": "true",
-        "delete.topic.enable": "true",
-        # Compaction only rewrites closed segments: smaller segments close sooner.
-        "log.segment.bytes": str(64 * 1024 * 1024),
-        "log.cleaner.enable": "true",
-        "log.cleaner.backoff.ms": "1000",
-        "log.cleaner.min.cleanable.ratio": "0.1",
-        # The 128 MiB default would take a quarter of a 512m heap.
-        "log.cleaner.dedupe.buffer.size": str(32 * 1024 * 1024),
-    }
-    for key, value in (extra or {}).items():
-        props[str(key)] = _text(value)
-    return props
-
-
-def log4j2_properties(log_file: Path) -> dict[str, str]:
-    """Everything at INFO to a rotating file; only WARN and up to the console.
-
-    The console is the terminal of ``scheduler broker`` (or ``broker.out``),
-    where the broker's start-up chatter would bury the lines that matter.
-    """
-    pattern = "[%d] %p %m (%c)%n"
-    return {
-        "status": "warn",
-        "name": "scheduler-local-broker",
-        "appender.file.type": "RollingFile",
-        "appender.file.name": "file",
-        "appender.file.fileName": str(log_file),
-        "appender.file.filePattern": f"{log_file}.%i",
-        "appender.file.layout.type": "PatternLayout",
-        "appender.file.layout.pattern": pattern,
-        "appender.file.policies.type": "Policies",
-        "appender.file.policies.size.type": "SizeBasedTriggeringPolicy",
-        "appender.file.policies.size.size": "20MB",
-        "appender.file.strategy.type": "DefaultRolloverStrategy",
-        "appender.file.strategy.max": "5",
-        "appender.console.type": "Console",
-        "appender.console.name": "console",
-        "appender.console.target": "SYSTEM_ERR",
-        "appender.console.layout.type": "PatternLayout",
-        "appender.console.layout.pattern": pattern,
-        "appender.console.filter.threshold.type": "ThresholdFilter",
-        "appender.console.filter.threshold.level": "warn",
-        "rootLogger.level": "info",
-        "rootLogger.appenderRef.file.ref": "file",
-        "rootLogger.appenderRef.console.ref": "console",
-    }
-
-
-def _escape(text: str, *, key: bool) -> str:
-    """Escape for ``java.util.Properties.load``, which reads ISO-8859-1.
-
-    Anything outside printable ASCII becomes ``\\uXXXX`` so a data directory
-    with a non-ASCII name reaches the JVM intact.
-    """
-    out: list[str] = []
-    for index, char in enumerate(text):
-        if char == "\\":
-            out.append("\\\\")
-        elif char in "\t\n\r\f":
-            out.append({"\t": "\\t", "\n": "\\n", "\r": "\\r", "\f": "\\f"}[char])
-        elif char in " :=#!" and (key or (char == " " and index == 0)):
-            out.append("\\" + char)
-        elif not " " <= char <= "~":
-            units = char.encode("utf-16-be")
-            out.extend(f"\\u{units[i]:02x}{units[i + 1]:02x}" for i in range(0, len(units), 2))
-        else:
-            out.append(char)
-    return "".join(out)
-
-
-def render_properties(props: Mapping[str, str], header: str | None = None) -> str:
-    """Java properties text, one ``key=value`` a line, in the mapping's order."""
-    lines = [f"# {line}" for line in (header or "").splitlines()]
-    lines.extend(f"{_escape(k, key=True)}={_escape(v, key=False)}" for k, v in props.items())
-    return "\n".join(lines) + "\n"
-
-
-def _tail(text: str, lines: int = _TAIL_LINES) -> str:
-    return "\n".join(text.rstrip().splitlines()[-lines:])
-
-
-def _java_hint(text: str) -> str:
-    if "UnsupportedClassVersionError" in text:
-        return f"\n(Kafka {KAFKA_VERSION} needs Java 17 or newer: {_INSTALL_HINTS['java']})"
-    return ""
 
 
 # --------------------------------------------------------------------------- the broker
@@ -567,7 +238,10 @@ class LocalBroker:
             data_dir=self.data_dir,
             extra=self.extra_properties,
         )
-        header = f"Written by scheduler.broker for Kafka {KAFKA_VERSION}; rewritten on each start."
+        header = (
+            f"Written by scheduler.devtools.broker for Kafka {KAFKA_VERSION}; "
+            "rewritten on each start."
+        )
         self.properties_file.write_text(render_properties(props, header), "latin-1")
         log4j_file = self.data_dir / "log4j2.properties"
         log4j_file.write_text(

@@ -11,7 +11,7 @@ minute croniter finds, which also keeps seconds exact instead of going
 through croniter's float timestamps.
 
 Everything here works on naive *wall* times.  Which instant a wall time is,
-across DST changes, is :mod:`scheduler.timezones`' business; croniter is only
+across DST changes, is :mod:`scheduler.domain.timezones`' business; croniter is only
 asked "which wall time comes next", a question with no DST in it.
 
 A range whose ends are equal (``5-5``, ``mon-mon``) is one value, as in any
@@ -37,7 +37,7 @@ from typing import Any
 
 from croniter import croniter  # type: ignore[import-untyped, unused-ignore]
 
-from scheduler.errors import InvalidSchedule
+from scheduler.domain.errors import InvalidSchedule
 
 __all__ = ["CronExpression", "next_wall_time", "parse_cron"]
 

@@ -1,0 +1,62 @@
+"""A partition put back after buffer pressure wakes the waiting fetch call.
+
+Upstream: Faust takes a partition out of its fetches while its stream's
+buffer is under pressure and puts it back once the buffer has drained
+(``on_buffer_full`` / ``on_buffer_drop``). Its fetch call (``getmany``, in
+the consumer thread) waits up to 1 s for a fetch that brings records of the
+partitions active when it was made. The records of a partition put back are
+already fetched and waiting, so no fetch brings them, and the call sits out
+its second.
+
+Ours: putting a partition back wakes the waiting call (:func:`wake_fetch`),
+which then takes the partition's records at once.
+
+Why: a worker draining a backlog of commands stood still for about a second
+after every few tens of thousands of them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faust.transport.consumer import Consumer
+
+REPLACES = ("faust.transport.consumer:Consumer.on_buffer_drop",)
+USES = (
+    "faust.transport.consumer:Consumer._buffered_partitions",
+    "faust.transport.drivers.aiokafka:Consumer._thread",
+    "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread._consumer",
+    "mode.threads:ServiceThread.thread_loop",
+    "aiokafka:AIOKafkaConsumer._fetcher",
+    "aiokafka.consumer.fetcher:Fetcher._fetch_waiters",
+    "aiokafka.consumer.fetcher:Fetcher._notify",
+)
+
+_on_buffer_drop = Consumer.on_buffer_drop
+
+
+def on_buffer_drop(self: Any, tp: Any) -> None:
+    put_back = tp in self._buffered_partitions
+    _on_buffer_drop(self, tp)
+    if put_back:
+        wake_fetch(self)
+
+
+def wake_fetch(consumer: Any) -> bool:
+    """Wake a fetch call of ``consumer`` waiting in its thread; False if there is no thread."""
+    thread = getattr(consumer, "_thread", None)
+    fetcher = getattr(getattr(thread, "_consumer", None), "_fetcher", None)
+    loop = getattr(thread, "thread_loop", None)
+    if fetcher is None or loop is None or loop.is_closed():
+        return False
+    loop.call_soon_threadsafe(_wake_waiters, fetcher)
+    return True
+
+
+def _wake_waiters(fetcher: Any) -> None:
+    for waiter in list(fetcher._fetch_waiters):
+        fetcher._notify(waiter)
+
+
+def install() -> None:
+    Consumer.on_buffer_drop = on_buffer_drop  # type: ignore[method-assign]

@@ -1,0 +1,81 @@
+"""Accepting commands: ``schedule-commands`` validated and routed to their partition.
+
+A table may only be written from an agent handling a record of the table's
+own partition, and applications may send commands with no key or with a key
+we did not choose. So the accept agent validates each record (a bad one goes
+to ``schedule-commands-rejected`` with the reason and the original text,
+``scheduler.streams.rejects``) and then:
+
+- a command keyed by its schedule id, on the partition the default (murmur2)
+  partitioner gives that id, is applied right there
+  (``scheduler.streams.apply.apply``), saving a produce and a consume;
+- any other is re-sent, keyed by its schedule id, to its partition of
+  ``schedule-commands-keyed``, where the apply agent applies it.
+
+Either way the acceptance instant is the original record's Kafka timestamp.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from scheduler import metrics
+from scheduler.app import app, settings
+from scheduler.domain import ids
+from scheduler.domain.errors import InvalidCommand
+from scheduler.domain.models import parse_command
+from scheduler.domain.timefmt import format_utc
+from scheduler.outbox import Outbox
+from scheduler.streams.apply import apply
+from scheduler.streams.batch import in_batches
+from scheduler.streams.rejects import reject
+from scheduler.topics import commands_topic, keyed_commands_topic
+
+_accepted = metrics.counter("scheduler_commands_accepted_total", "valid commands accepted")
+_rekeyed = metrics.counter(
+    "scheduler_commands_rekeyed_total",
+    "commands re-sent to schedule-commands-keyed (not keyed by schedule id, or another partition)",
+)
+
+
+@app.agent(commands_topic, name="accept-commands")
+async def accept_commands(stream: Any) -> Any:
+    await in_batches(stream, _accept)
+
+
+async def _accept(event: Any, outbox: Outbox) -> None:
+    raw: bytes = event.value if event.value is not None else b""
+    try:
+        command = parse_command(raw, max_bytes=settings.max_command_bytes)
+    except InvalidCommand as exc:
+        await reject(exc, event.key, raw)
+        return
+    accepted_at = datetime.fromtimestamp(event.message.timestamp, tz=UTC)
+    _accepted.inc()
+    sid = command.schedule_id.encode()
+    partition = event.message.partition
+    owner = owner_partition(sid)
+    if event.key == sid and partition == owner:
+        await apply(sid, command, accepted_at, raw, partition, outbox)
+        return
+    envelope = {
+        "kind": "command",
+        "command": command.to_json(),
+        "accepted_at": format_utc(accepted_at, micros=True),
+        "original": raw.decode("utf-8", errors="replace"),
+    }
+    outbox.add(_keyed_topic(), owner, sid, json.dumps(envelope, ensure_ascii=False).encode())
+    _rekeyed.inc()
+
+
+def owner_partition(key: bytes) -> int:
+    """The partition the default (murmur2, as Java's) partitioner gives ``key``."""
+    hashed = ids.murmur2(key) & 0x7FFFFFFF
+    return hashed % settings.partitions
+
+
+def _keyed_topic() -> str:
+    name: str = keyed_commands_topic.get_topic_name()
+    return name
