@@ -26,9 +26,11 @@ from typing import Any
 
 import faust
 
-from scheduler import gcpace
+from scheduler import gcpace, patches
 from scheduler.patches.batching import take_batches
 from scheduler.patches.monitor import QuietMonitor
+
+patches.install()  # the same adjustments as a worker's
 
 BATCH_MAX = 1_000
 

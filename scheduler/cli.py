@@ -66,16 +66,11 @@ def _web_url(args: argparse.Namespace) -> str:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    try:
-        from scheduler.devtools.broker import LocalBroker
-    except ModuleNotFoundError as exc:
-        _no_local_broker(exc)
-        raise
-
+    local_broker = _local_broker()
     settings = _settings(args)
     port = args.port or _broker_port(settings)
     data_dir = Path(args.data_dir) if args.data_dir else settings.data_dir / "kafka"
-    LocalBroker(port=port, data_dir=data_dir, cache_dir=settings.kafka_cache_dir).run_foreground()
+    local_broker(port=port, data_dir=data_dir, cache_dir=settings.kafka_cache_dir).run_foreground()
     return 0
 
 
@@ -88,15 +83,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_dev(args: argparse.Namespace) -> int:
     """Broker and one worker in the foreground: the local default."""
-    try:
-        from scheduler.devtools.broker import LocalBroker
-    except ModuleNotFoundError as exc:
-        _no_local_broker(exc)
-        raise
-    from scheduler import worker
+    from scheduler import patches, worker
 
+    local_broker = _local_broker()
+    patches.check_versions()  # before a broker is started for a worker that would refuse
     settings = _settings(args)
-    broker = LocalBroker(
+    broker = local_broker(
         port=_broker_port(settings),
         data_dir=settings.data_dir / "kafka",
         cache_dir=settings.kafka_cache_dir,
@@ -111,18 +103,25 @@ def cmd_dev(args: argparse.Namespace) -> int:
     return 0
 
 
-def _no_local_broker(exc: ModuleNotFoundError) -> None:
-    """Explain a missing ``scheduler.devtools``: the container image leaves it out.
+def _local_broker() -> Any:
+    """The ``LocalBroker`` class; a clear error where ``scheduler.devtools`` is left out.
 
-    Returns, for the caller to re-raise, when something else is missing.
+    The container image leaves it out; any other missing module is raised as it is.
     """
-    if exc.name == "scheduler.devtools" or (exc.name or "").startswith("scheduler.devtools."):
+    try:
+        from scheduler.devtools.broker import LocalBroker
+    except ModuleNotFoundError as exc:
+        if exc.name != "scheduler.devtools" and not (exc.name or "").startswith(
+            "scheduler.devtools."
+        ):
+            raise
         raise BrokerError(
             "the local Kafka broker (`scheduler dev`, `scheduler broker`) is a development "
             "tool, not part of this installation: the container image leaves out "
             "scheduler.devtools. Run `scheduler worker` with SCHEDULER_BROKER set to a Kafka "
             "cluster instead"
         ) from None
+    return LocalBroker
 
 
 def _broker_port(settings: Settings) -> int:
@@ -359,9 +358,11 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from scheduler import patches
     from scheduler.domain.timefmt import parse_utc
     from scheduler.replay import replay
 
+    patches.check_versions()  # replay reaches into aiokafka (scheduler.patches.private)
     settings = _settings(args)
     if args.beginning == (args.since is not None):
         raise InvalidCommand(

@@ -1,7 +1,8 @@
 """The records one batch of events produces, sent as one Kafka batch per partition.
 
-The command and wake-up agents take their records a batch at a time
-(``Stream.take_events``). Everything such a batch writes (the tables'
+The command agents (``scheduler.streams.accept`` and ``apply``) take their
+events a batch at a time (``scheduler.streams.batch.in_batches``, over
+``scheduler.patches.batching.take_batches``). Everything such a batch writes (the tables'
 changelog records, the firings, re-keyed commands) is collected here per
 topic partition and handed to the aiokafka producer, as prebuilt batches
 (``create_batch`` / ``send_batch``) when a partition gets many, rather than

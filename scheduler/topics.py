@@ -42,6 +42,13 @@ dead_topic = _topic("firings-dead")
 #: One event per state change or delivery outcome of schedules with history_check.
 history_topic = _topic("schedule-history")
 
+
+def name_of(topic: faust.TopicT) -> str:
+    """The Kafka name of a declared topic (or a table's changelog topic)."""
+    name: str = topic.get_topic_name()
+    return name
+
+
 CONTRACT_TOPICS = (
     "schedule-commands",
     "schedule-commands-rejected",

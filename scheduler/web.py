@@ -21,6 +21,7 @@ from scheduler.domain.errors import InvalidCommand, InvalidSchedule
 from scheduler.domain.models import parse_command
 from scheduler.domain.preview import preview
 from scheduler.domain.timefmt import format_utc, parse_utc
+from scheduler.patches import private
 from scheduler.streams.history import KEEP, recent
 from scheduler.tables import history as history_table
 from scheduler.tables import schedules
@@ -159,8 +160,7 @@ class HealthView(web.View):
             for tp in app.assignor.assigned_actives()
             if tp.topic == keyed_commands_topic.get_topic_name()
         )
-        recovery = app.tables.recovery  # type: ignore[attr-defined]
-        ready = recovery.completed.is_set() and not app.rebalancing
+        ready = private.tables_recovered(app) and not app.rebalancing
         return self.json(
             {
                 "status": "ok",

@@ -12,8 +12,21 @@ from typing import Any
 
 import pytest
 
+from scheduler import patches
 from scheduler.devtools.broker import LocalBroker
 from tests.support import Worker, free_port
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """On library versions the adjustments were not written for, stop with one clear reason.
+
+    Else every test module that builds the app would fail to import, each with
+    the same message.
+    """
+    try:
+        patches.check_versions()
+    except patches.UntestedVersion as exc:
+        pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 @pytest.fixture(scope="session")

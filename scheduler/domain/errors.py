@@ -30,9 +30,6 @@ class InvalidCommand(SchedulerError):
         self.field = field
         self.value = value
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"error": self.error, "detail": self.detail, "field": self.field}
-
 
 class InvalidSchedule(SchedulerError, ValueError):
     """A schedule expression, date or time zone that the trigger math rejects.

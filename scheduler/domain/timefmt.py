@@ -38,11 +38,3 @@ def parse_utc(text: str) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
-
-
-def from_millis(millis: int) -> datetime:
-    return datetime.fromtimestamp(millis / 1000, tz=UTC)
-
-
-def to_millis(instant: datetime) -> int:
-    return int(instant.timestamp() * 1000)

@@ -81,9 +81,10 @@ def check_versions(installed: dict[str, str] | None = None) -> None:
         "the scheduler adjusts internals of faust-streaming, mode-streaming and aiokafka "
         f"and refuses to start on versions it was not written for: {'; '.join(problems)}. "
         f"Either install the versions it was written for (pip install {pins}), or, to "
-        "upgrade, review each module of scheduler/patches/ against the new version "
-        "(docs/internals.md), run pytest tests/unit/test_patches.py, and then update "
-        "WRITTEN_FOR in scheduler/patches/__init__.py and the pins in pyproject.toml."
+        "upgrade on purpose, set WRITTEN_FOR in scheduler/patches/__init__.py and the pins "
+        "in pyproject.toml to the new versions, run pytest tests/unit/test_patches.py (it "
+        "names every private name that moved) and review each module of scheduler/patches/ "
+        "against the new version (docs/internals.md)."
     )
 
 

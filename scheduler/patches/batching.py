@@ -14,7 +14,7 @@ command is processed at once, and under load batches grow by themselves.
 are called, not installed: they drive a Faust stream through its private
 parts (listed in ``USES``).
 
-Why: a short ``within`` cost an idle worker tens of millicores; a turn of
+Why: a short ``within`` kept an idle worker busy waking up; a turn of
 the loop per event cost about as much as holding a firing.
 
 Events are acknowledged after the body of the ``async for`` has finished

@@ -1,7 +1,7 @@
 """Private parts of Faust and aiokafka that the rest of the service calls, one function each.
 
-Nothing here is replaced; these are the only places outside this package
-where the service reaches into a library's private names, so that an
+Nothing here is replaced. The rest of the service reaches a library's
+private or undocumented parts only through these functions, so that an
 upgrade that moves one breaks here, and the guard test names it.
 """
 
@@ -13,6 +13,8 @@ REPLACES: tuple[str, ...] = ()
 USES = (
     "faust.stores.rocksdb:Store._db_for_partition",
     "faust.stores.rocksdb:Store.set_persisted_offset",
+    "faust.tables.manager:TableManager.recovery",
+    "faust.tables.recovery:Recovery.completed",
     "faust.transport.drivers.aiokafka:Producer._ensure_producer",
     "aiokafka:AIOKafkaConsumer._client",
     "aiokafka.client:AIOKafkaClient.force_metadata_update",
@@ -25,6 +27,16 @@ def partition_db(table: Any, partition: int) -> Any:
     The tables' hot paths read and write it directly (``scheduler.tables``).
     """
     return table.data._db_for_partition(partition)
+
+
+def persist_offset(table: Any, tp: Any, offset: int) -> None:
+    """Record in ``tp``'s RocksDB how far its changelog is applied there, as Faust does."""
+    table.data.set_persisted_offset(tp, offset)
+
+
+def tables_recovered(app: Any) -> bool:
+    """Whether the tables of every assigned partition have recovered from their changelogs."""
+    return bool(app.tables.recovery.completed.is_set())
 
 
 def aiokafka_producer(app: Any) -> Any:

@@ -31,7 +31,7 @@ from scheduler.outbox import Outbox
 from scheduler.streams.apply import apply
 from scheduler.streams.batch import in_batches
 from scheduler.streams.rejects import reject
-from scheduler.topics import commands_topic, keyed_commands_topic
+from scheduler.topics import commands_topic, keyed_commands_topic, name_of
 
 _accepted = metrics.counter("scheduler_commands_accepted_total", "valid commands accepted")
 _rekeyed = metrics.counter(
@@ -66,7 +66,9 @@ async def _accept(event: Any, outbox: Outbox) -> None:
         "accepted_at": format_utc(accepted_at, micros=True),
         "original": raw.decode("utf-8", errors="replace"),
     }
-    outbox.add(_keyed_topic(), owner, sid, json.dumps(envelope, ensure_ascii=False).encode())
+    outbox.add(
+        name_of(keyed_commands_topic), owner, sid, json.dumps(envelope, ensure_ascii=False).encode()
+    )
     _rekeyed.inc()
 
 
@@ -74,8 +76,3 @@ def owner_partition(key: bytes) -> int:
     """The partition the default (murmur2, as Java's) partitioner gives ``key``."""
     hashed = ids.murmur2(key) & 0x7FFFFFFF
     return hashed % settings.partitions
-
-
-def _keyed_topic() -> str:
-    name: str = keyed_commands_topic.get_topic_name()
-    return name

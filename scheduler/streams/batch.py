@@ -32,7 +32,7 @@ from scheduler.patches.batching import take_batches
 from scheduler.streams import delivery, records
 from scheduler.streams.timers import WAKE_KEY
 from scheduler.tables import schedules
-from scheduler.topics import firings_topic
+from scheduler.topics import firings_topic, name_of
 
 log = logging.getLogger(__name__)
 
@@ -166,5 +166,4 @@ async def give_way() -> None:
 
 
 def firings_topic_name() -> str:
-    name: str = firings_topic.get_topic_name()
-    return name
+    return name_of(firings_topic)

@@ -2,8 +2,8 @@
 
 A record lives in the ``schedules`` table under its schedule id; its next
 instant has an entry in the ``due_index`` table, which the partition's timer
-reads (``scheduler.streams.timers``). :func:`store` writes both, and is the
-only writer of either, so the two never disagree for long (see :func:`index`).
+reads (``scheduler.streams.timers``). This module is the only writer of
+either, so the two never disagree for long (see :func:`index`).
 
 Records as this worker last woke them are kept in a small cache: a recurring
 schedule's next wake-up takes its record from here instead of decoding it

@@ -62,6 +62,7 @@ from typing import Any
 
 from scheduler import clock, metrics, tables
 from scheduler.app import app, settings
+from scheduler.patches import private
 from scheduler.tables import due_index, partition_db
 from scheduler.topics import keyed_commands_topic
 
@@ -363,8 +364,7 @@ def _settled() -> bool:
     """No rebalance running and the tables of every assigned partition recovered."""
     if _Signal.stopping or app.rebalancing or app.in_recovery:
         return False
-    recovery = app.tables.recovery  # type: ignore[attr-defined]
-    return bool(recovery.completed.is_set())
+    return private.tables_recovered(app)
 
 
 def _owned_partitions() -> set[int]:

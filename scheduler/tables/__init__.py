@@ -37,6 +37,7 @@ from faust.types import TP
 from scheduler.app import app, settings
 from scheduler.outbox import OnWritten, Outbox
 from scheduler.patches import private
+from scheduler.topics import name_of
 
 MiB = 1024 * 1024
 
@@ -159,8 +160,7 @@ def flush() -> None:
 
 
 def _changelog(table: Any) -> str:
-    name: str = table.changelog_topic.get_topic_name()
-    return name
+    return name_of(table.changelog_topic)
 
 
 _persisters: dict[tuple[str, int], OnWritten] = {}
@@ -174,7 +174,7 @@ def _persister(table: Any, partition: int) -> OnWritten:
         tp = TP(topic, partition)
 
         def persist(offset: int) -> None:
-            table.data.set_persisted_offset(tp, offset)
+            private.persist_offset(table, tp, offset)
 
         found = _persisters[(topic, partition)] = persist
     return found
