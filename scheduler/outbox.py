@@ -14,7 +14,9 @@ Guarantee: :meth:`Outbox.send` returns once every batch is queued on the
 producer Faust uses, which the agent does before its events are
 acknowledged; Faust flushes that producer before it commits any offset. So
 no offset is committed before the records its events produced are written
-(at-least-once, as before). The worker therefore runs Faust with
+(at-least-once, as before). A record the broker refuses stops all commits
+and the worker (``scheduler.patches.produce_guard``), so its events are read
+again rather than committed past. The worker therefore runs Faust with
 ``at_least_once`` only: under ``exactly_once`` these records would have to
 be part of Faust's transaction.
 """
@@ -28,7 +30,7 @@ from typing import Any
 
 from scheduler import metrics
 from scheduler.app import app
-from scheduler.patches import private
+from scheduler.patches import private, produce_guard
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,11 @@ class Outbox:
         pending = await self._queue(mine)
         if pending:
             await asyncio.wait(pending)
+        for future in pending:
+            if future.cancelled() or future.exception() is not None:
+                # The refusal was reported (and commits stopped) by _Reporter;
+                # raising keeps the caller from moving the tables on.
+                raise RuntimeError(f"the broker did not take the records for {topic}")
 
     async def _queue(self, collected: dict[tuple[str, int], list[Any]]) -> list[Any]:
         """Queue the records; the future of each partition's last send."""
@@ -149,13 +156,7 @@ class _Reporter:
             return
         exc = future.exception()
         _failed.inc()
-        log.error(
-            "could not produce to %s[%d]: %s: %s",
-            self.topic,
-            self.partition,
-            type(exc).__name__,
-            exc,
-        )
+        produce_guard.refused(exc, f"records for {self.topic}[{self.partition}]", app.consumer)
 
     def written(self, future: Any, count: int) -> None:
         if self.on_written is None or future.cancelled() or future.exception() is not None:

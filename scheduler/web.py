@@ -122,9 +122,27 @@ class CommandsView(web.View):
                 command = parse_command(text, max_bytes=settings.max_command_bytes)
             except InvalidCommand as exc:
                 return _error(self, 400, exc.error, exc.detail, field=exc.field, index=index)
-            accepted.append((command, json.dumps(item, ensure_ascii=False).encode("utf-8")))
-        for command, text in accepted:
+            try:
+                accepted.append((command, json.dumps(item, ensure_ascii=False).encode("utf-8")))
+            except UnicodeEncodeError as exc:
+                return _error(
+                    self, 400, "bad_text", f"body holds text that is not UTF-8: {exc}", index=index
+                )
+        # 202 only once the broker has every command: the answer is a promise.
+        sent = [
             await commands_topic.send(key=command.schedule_id.encode(), value=text)
+            for command, text in accepted
+        ]
+        try:
+            await asyncio.gather(*sent)
+        except Exception as exc:
+            return _error(
+                self,
+                503,
+                "not_stored",
+                f"the broker did not take the commands ({type(exc).__name__}: {exc}); "
+                "some may be stored; sending them all again is safe",
+            )
         ids = [{"schedule_id": command.schedule_id} for command, _ in accepted]
         return self.json(ids if isinstance(body, list) else ids[0], status=202)
 

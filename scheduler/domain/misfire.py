@@ -33,6 +33,9 @@ class MisfirePolicy(StrEnum):
 #: How many due instants are stepped through one by one before jumping ahead.
 SCAN_LIMIT = 10_000
 _TICK = timedelta(microseconds=1)
+#: The most on-time instants one plan fires; a wake-up's work stays bounded
+#: whatever the schedule's interval.
+ON_TIME_CAP = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +103,11 @@ def plan(
                 late_total += 1  # the jumped-over stretch, counted once
                 instant = step(target)
 
-    # On-time instants: at most ``threshold`` late; they always fire.
+    # On-time instants: at most ``threshold`` late; they always fire, but at
+    # most ``ON_TIME_CAP`` in one plan: the rest stay due (``next_fire``) and
+    # fire at the next wake-up, which comes at once.
     on_time: list[datetime] = []
-    while instant is not None and instant <= now:
+    while instant is not None and instant <= now and len(on_time) < ON_TIME_CAP:
         on_time.append(instant)
         instant = step(instant)
     next_fire = instant

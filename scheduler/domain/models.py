@@ -120,9 +120,9 @@ class Task(_Strict):
     max_retries: int = Field(default=3, ge=0, le=1000)
     retry_backoff: float = Field(default=1.0, ge=1.0, le=10.0)
     """Each retry waits this many times longer than the one before (1: constant)."""
-    retry_max_wait: float | None = Field(default=None, gt=0)
+    retry_max_wait: float | None = Field(default=None, gt=0, le=7 * 86400)
     """Cap on one wait when backing off."""
-    retry_max_age: float | None = Field(default=None, gt=0)
+    retry_max_age: float | None = Field(default=None, gt=0, le=366 * 86400)
     """No retry later than this many seconds after the scheduled instant."""
     timeout: float = Field(default=10.0, gt=0, le=3600)
     """Seconds one delivery may take; a hang past it is a retryable failure."""

@@ -60,6 +60,18 @@ class Decision:
     reason: str | None = None
 
 
+#: The longest one retry may wait, whatever the backoff (a week, as ``retry_wait``).
+MAX_WAIT_S = 7 * 86400.0
+
+#: A failed attempt's error text is cut to this many characters in the record.
+ERROR_CHARS = 512
+
+#: The failed attempts a retry or dead-letter record lists: the first and the
+#: latest ones. All of them would grow with every attempt, past what the
+#: broker takes as one record after a few dozen long error texts.
+ERRORS_KEPT = 10
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """The task's retry settings as one value with one decision function."""
@@ -83,9 +95,18 @@ class RetryPolicy:
         )
 
     def delay(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        seconds = self.wait * self.backoff ** (attempt - 1)
-        return min(seconds, self.max_wait) if self.max_wait is not None else seconds
+        """Seconds to wait after failed attempt number ``attempt`` (1-based).
+
+        Never more than ``max_wait``, nor than :data:`MAX_WAIT_S` without one:
+        a backoff of 10 reaches a float's limit after ~300 attempts, and a
+        wait past a datetime's range cannot be written down at all.
+        """
+        cap = min(self.max_wait, MAX_WAIT_S) if self.max_wait is not None else MAX_WAIT_S
+        try:
+            seconds = self.wait * self.backoff ** (attempt - 1)
+        except OverflowError:
+            return cap
+        return min(seconds, cap)
 
     def decide(
         self, attempt: int, result: Result, scheduled_for: datetime, now: datetime
@@ -113,8 +134,22 @@ def attempt_error(attempt: int, at: datetime, result: Result) -> dict[str, Any]:
         "attempt": attempt,
         "at": format_utc(at),
         "outcome": result.outcome.value,
-        "error": result.error,
+        "error": shorten(result.error),
     }
+
+
+def shorten(text: str | None, limit: int = ERROR_CHARS) -> str | None:
+    """``text`` cut to ``limit`` characters, saying how much was cut."""
+    if text is None or len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
+def kept_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The first error and the latest ones, :data:`ERRORS_KEPT` in all."""
+    if len(errors) <= ERRORS_KEPT:
+        return errors
+    return [errors[0], *errors[-(ERRORS_KEPT - 1) :]]
 
 
 def delivery_headers(firing: dict[str, Any]) -> dict[str, str]:

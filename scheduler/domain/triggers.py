@@ -26,6 +26,11 @@ __all__ = ["KINDS", "TriggerSpec", "fire_times", "next_fire", "validate"]
 
 KINDS = ("cron", "date", "delay", "delay-recur", "now")
 
+#: The shortest ``delay-recur`` interval. A shorter one turns any late
+#: wake-up into a flood: at a microsecond, a wake-up 200 ms late had 200,000
+#: instants to fire.
+MIN_RECUR = timedelta(seconds=1)
+
 _SECONDS = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+")
 _ONE_SECOND = timedelta(seconds=1)
 
@@ -67,6 +72,11 @@ def validate(spec: TriggerSpec) -> None:
         _date_instant(spec.expression, spec.zone)
     elif spec.kind in ("delay", "delay-recur"):
         step = _delay(spec.expression)
+        if spec.kind == "delay-recur" and step < MIN_RECUR:
+            raise InvalidSchedule(
+                f"delay-recur {spec.expression!r} is shorter than the minimum interval "
+                f"of {MIN_RECUR.total_seconds():g} s"
+            )
         try:
             spec.accepted_at + step
         except OverflowError:

@@ -47,6 +47,7 @@ MODULES = (
     "changelog_feed",
     "spinner",
     "batching",
+    "produce_guard",
     "private",
 )
 

@@ -18,7 +18,7 @@ Why: a short ``within`` kept an idle worker busy waking up; a turn of
 the loop per event cost about as much as holding a firing.
 
 Events are acknowledged after the body of the ``async for`` has finished
-with their batch, never before.
+with their batch, never before, and never when it raised.
 """
 
 from __future__ import annotations
@@ -87,8 +87,11 @@ async def take_batches(stream: Any, max_: int) -> AsyncIterator[list[Any]]:
                 if not events:
                     ready.clear()
                 room.set()
-                for event in batch:
-                    await stream.ack(event)
+            # Reached only once the body finished with the batch: if it raised
+            # (its records could not be written), the batch stays unacknowledged
+            # and no offset is committed past it.
+            for event in batch:
+                await stream.ack(event)
     finally:
         stream.enable_acks = saved_acks
         stream._processors.remove(add)

@@ -35,12 +35,21 @@ from typing import Any
 from scheduler import clock, gcpace, metrics
 from scheduler.app import app, settings
 from scheduler.domain.models import Task
-from scheduler.domain.retry import Result, RetryPolicy, Verdict, attempt_error
+from scheduler.domain.retry import (
+    Outcome,
+    Result,
+    RetryPolicy,
+    Verdict,
+    attempt_error,
+    kept_errors,
+    shorten,
+)
 from scheduler.domain.timefmt import format_utc, parse_utc
+from scheduler.patches import produce_guard
 from scheduler.patches.batching import take_queued
 from scheduler.streams import history
 from scheduler.targets.executors import Executors, KafkaRecord, Prebuilt, kafka_record
-from scheduler.topics import dead_topic, firings_topic, retry_topic
+from scheduler.topics import dead_topic, firings_topic, name_of, retry_topic
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +82,24 @@ def slots() -> asyncio.Semaphore:
 
 
 async def attempt(firing: dict[str, Any]) -> None:
-    """One delivery attempt, then whatever its outcome calls for."""
+    """One delivery attempt, then whatever its outcome calls for.
+
+    Raises only :class:`ProduceFailed`, after which the firing must stay
+    unacknowledged (the worker then stops: ``scheduler.patches.produce_guard``).
+    """
     _in_flight.inc()
-    await conclude(firing, await executors.deliver(firing))
+    try:
+        result = await executors.deliver(firing)
+    except Exception as exc:  # a fault of ours, not the target's: a failed attempt
+        log.exception("delivery of %s failed unexpectedly", firing.get("firing_id"))
+        result = Result(Outcome.RETRYABLE, shorten(f"{type(exc).__name__}: {exc}"))
+    await conclude(firing, result)
+
+
+def _stuck(firing_id: Any, exc: BaseException) -> None:
+    """A firing that cannot be settled: left unacknowledged, and the worker stops."""
+    log.error("delivery of %s left unsettled: %s", firing_id, exc)
+    produce_guard.refused(exc, f"the conclusion of firing {firing_id}", app.consumer)
 
 
 def _delivered(firing_id: str, attempt: int) -> None:
@@ -84,7 +108,36 @@ def _delivered(firing_id: str, attempt: int) -> None:
 
 
 async def conclude(firing: dict[str, Any], result: Result) -> None:
-    """What an attempt's ``result`` calls for: history, and a retry or the dead letter."""
+    """What an attempt's ``result`` calls for: history, and a retry or the dead letter.
+
+    Returns once the broker has what it wrote, so the caller may then
+    acknowledge the firing. Any error on the way (a firing this worker cannot
+    read back, a policy it cannot apply) sends the firing to ``firings-dead``
+    with the error as its reason, rather than leave its record unacknowledged
+    for good; only a dead letter the broker refuses is raised.
+    """
+    try:
+        await _conclude(firing, result)
+    except Exception as exc:
+        if isinstance(exc, ProduceFailed):
+            raise
+        log.exception("cannot conclude the delivery of %s", firing.get("firing_id"))
+        await _bury(firing, result, f"cannot conclude the delivery: {type(exc).__name__}: {exc}")
+
+
+class ProduceFailed(Exception):
+    """The broker did not take a retry, dead-letter or history record."""
+
+
+async def _produce(topic: Any, key: bytes, body: dict[str, Any]) -> None:
+    """Send one record and wait until the broker has it."""
+    try:
+        await (await topic.send(key=key, value=json.dumps(body).encode()))
+    except Exception as exc:
+        raise ProduceFailed(f"{name_of(topic)}: {type(exc).__name__}: {exc}") from exc
+
+
+async def _conclude(firing: dict[str, Any], result: Result) -> None:
     task = firing["task"]
     sid = firing["schedule_id"]
     number = int(firing["attempt"])
@@ -101,33 +154,59 @@ async def conclude(firing: dict[str, Any], result: Result) -> None:
         return
     _failed.inc()
     now = clock.now()
-    errors = [*firing.get("errors", []), attempt_error(number, now, result)]
+    errors = kept_errors([*firing.get("errors", []), attempt_error(number, now, result)])
     policy = RetryPolicy.of(Task.model_validate(task))
     decision = policy.decide(number, result, parse_utc(firing["scheduled_for"]), now)
     if keep_history:
         await history.record(
-            sid, "failed", error=result.error, outcome=result.outcome.value, **common
+            sid, "failed", error=shorten(result.error), outcome=result.outcome.value, **common
         )
-    base = {k: v for k, v in firing.items() if k not in ("not_before", "last_error", "errors")}
+    base = {k: v for k, v in firing.items() if k not in _CONCLUSION_FIELDS}
     if decision.verdict is Verdict.RETRY:
         assert decision.not_before is not None
         body = {
             **base,
             "attempt": number + 1,
             "not_before": format_utc(decision.not_before, micros=True),
-            "last_error": result.error,
+            "last_error": shorten(result.error),
             "errors": errors,
         }
-        await retry_topic.send(key=sid.encode(), value=json.dumps(body).encode())
+        await _produce(retry_topic, sid.encode(), body)
         _retried.inc()
         if keep_history:
             await history.record(sid, "retried", not_before=body["not_before"], **common)
         return
     body = {**base, "errors": errors, "reason": decision.reason, "dead_at": format_utc(now)}
-    await dead_topic.send(key=sid.encode(), value=json.dumps(body).encode())
+    await _produce(dead_topic, sid.encode(), body)
     _dead.inc()
     if keep_history:
-        await history.record(sid, "dead", reason=decision.reason, error=result.error, **common)
+        await history.record(
+            sid, "dead", reason=decision.reason, error=shorten(result.error), **common
+        )
+
+
+#: What a retry or dead-letter record sets itself, dropped from the firing it copies.
+_CONCLUSION_FIELDS = ("not_before", "last_error", "errors", "reason", "dead_at")
+
+
+async def _bury(firing: dict[str, Any], result: Result | None, reason: str) -> None:
+    """Send ``firing`` to ``firings-dead`` with ``reason``, as far as it can be read."""
+    errors = firing.get("errors")
+    if not isinstance(errors, list):
+        errors = []
+    if result is not None and not result.ok:
+        attempt = firing.get("attempt")
+        number = attempt if isinstance(attempt, int) else 0
+        errors = [*errors, attempt_error(number, clock.now(), result)]
+    body = {
+        **{k: v for k, v in firing.items() if k not in _CONCLUSION_FIELDS},
+        "errors": kept_errors(errors),
+        "reason": shorten(reason),
+        "dead_at": format_utc(clock.now()),
+    }
+    key = firing.get("schedule_id")
+    await _produce(dead_topic, key.encode() if isinstance(key, str) else b"", body)
+    _dead.inc()
 
 
 #: A held firing: its id, its record's message (its bytes, and what is
@@ -369,9 +448,10 @@ async def _settle_kafka(batch: list[Held], prebuilt: list[Prebuilt] | None = Non
         _in_flight.inc(len(batch))
         records = [held[3] for held in batch if held[3] is not None]
         results = await executors.deliver_kafka(records, prebuilt)
-    except Exception:
+    except Exception as exc:  # a fault of ours: each counts as a failed attempt
         log.exception("a batch of %d Kafka deliveries failed unexpectedly", len(batch))
-        return  # left unacknowledged, as in _settle
+        failed = Result(Outcome.RETRYABLE, shorten(f"{type(exc).__name__}: {exc}"))
+        results = [failed] * len(batch)
     finally:
         slots().release()
     for (firing_id, message, keeps_history, _), result in zip(batch, results, strict=True):
@@ -382,10 +462,27 @@ async def _settle_kafka(batch: list[Held], prebuilt: list[Prebuilt] | None = Non
                 _delivered(firing_id, 1)
             else:
                 await conclude(_firing(message), result)
-        except Exception:
-            log.exception("delivery of %s failed unexpectedly", firing_id)
+        except Exception as exc:
+            _stuck(firing_id, exc)
             continue
         _ack(message)
+
+
+async def _bury_unreadable(stream: Any, event: Any, exc: Exception) -> None:
+    """A record no worker can read goes to ``firings-dead`` as text, then is acknowledged."""
+    message = event.message
+    text = bytes(event.value or b"").decode("utf-8", "replace")
+    where = f"{message.topic}[{message.partition}]@{message.offset}"
+    try:
+        await _bury(
+            {"record": shorten(text), "source": where},
+            None,
+            f"unreadable record at {where}: {type(exc).__name__}: {exc}",
+        )
+    except Exception as failure:
+        _stuck(where, failure)
+        return
+    await stream.ack(event)
 
 
 def backlog() -> int:
@@ -411,7 +508,16 @@ async def deliver_firings(stream: Any) -> Any:
 
 async def _take(stream: Any, event: Any) -> None:
     gcpace.pace()
-    firing = json.loads(event.value)
+    try:
+        firing = json.loads(event.value)
+        if not isinstance(firing, dict):
+            raise TypeError(f"a firing is a JSON object, not {type(firing).__name__}")
+        if "revoked" not in firing:
+            parse_utc(firing["scheduled_for"])
+            firing["task"]["type"]
+    except Exception as exc:
+        await _bury_unreadable(stream, event, exc)
+        return
     revoked = firing.get("revoked")
     if revoked is not None:
         _revocations.inc(_held.revoke(revoked))
@@ -431,9 +537,9 @@ async def _take(stream: Any, event: Any) -> None:
 async def _settle(firing: dict[str, Any], message: Any) -> None:
     try:
         await attempt(firing)
-    except Exception:
-        log.exception("delivery of %s failed unexpectedly", firing.get("firing_id"))
-        return  # left unacknowledged: redelivered after the next rebalance or restart
+    except Exception as exc:
+        _stuck(firing.get("firing_id"), exc)
+        return
     finally:
         slots().release()
     _ack(message)
@@ -442,22 +548,26 @@ async def _settle(firing: dict[str, Any], message: Any) -> None:
 @app.agent(retry_topic, name="retry-firings")
 async def retry_firings(stream: Any) -> Any:
     async for event in stream.noack().events():
-        record = json.loads(event.value)
         tp = event.message.tp
-        waiting = asyncio.ensure_future(_retry_when_due(record, stream, event))
+        waiting = asyncio.ensure_future(_retry_when_due(stream, event))
         _waiting[tp].add(waiting)
         waiting.add_done_callback(_waiting[tp].discard)
 
 
-async def _retry_when_due(record: dict[str, Any], stream: Any, event: Any) -> None:
-    not_before = parse_utc(record["not_before"])
+async def _retry_when_due(stream: Any, event: Any) -> None:
+    try:
+        record = json.loads(event.value)
+        not_before = parse_utc(record["not_before"])
+    except Exception as exc:
+        await _bury_unreadable(stream, event, exc)
+        return
     while (left := (not_before - clock.now()).total_seconds()) > 0:
         await asyncio.sleep(left + 0.001)
     async with slots():
         try:
             await attempt(record)
-        except Exception:
-            log.exception("retry of %s failed unexpectedly", record.get("firing_id"))
+        except Exception as exc:
+            _stuck(record.get("firing_id"), exc)
             return
     await stream.ack(event)
 

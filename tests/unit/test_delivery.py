@@ -10,13 +10,19 @@ from aiokafka.partitioner import murmur2 as kafkas_murmur2
 
 from scheduler.domain.models import Task
 from scheduler.domain.retry import (
+    ERROR_CHARS,
+    ERRORS_KEPT,
+    MAX_WAIT_S,
     Outcome,
     Result,
     RetryPolicy,
     Verdict,
+    attempt_error,
     classify_http,
     delivery_headers,
+    kept_errors,
     redis_envelope,
+    shorten,
 )
 from scheduler.targets.executors import kafka_record
 
@@ -82,6 +88,40 @@ def test_retry_waits_retry_wait_then_gives_up_after_max_retries() -> None:
 def test_exponential_backoff_with_a_cap() -> None:
     p = policy(retry_wait=10, retry_backoff=2, retry_max_wait=50, max_retries=10)
     assert [p.delay(n) for n in (1, 2, 3, 4, 5)] == [10, 20, 40, 50, 50]
+
+
+def test_a_backoff_never_waits_past_a_week_nor_overflows() -> None:
+    p = policy(retry_wait=7 * 86400, retry_backoff=10, max_retries=1000)
+    assert p.delay(2) == MAX_WAIT_S
+    assert p.delay(1000) == MAX_WAIT_S  # 10**999 overflows a float
+    decision = p.decide(1000, FAIL, T0, T0)
+    assert decision.verdict is Verdict.RETRY
+    assert decision.not_before == T0 + timedelta(seconds=MAX_WAIT_S)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("retry_max_age", 1e300), ("retry_max_wait", 8 * 86400), ("retry_wait", 1e300)],
+)
+def test_retry_settings_out_of_bounds_are_refused_naming_the_field(
+    field: str, value: float
+) -> None:
+    task = {"type": "rest", "connection": {"host": "http://x/"}, field: value}
+    with pytest.raises(ValueError, match=field):
+        Task.model_validate(task)
+
+
+def test_error_texts_are_cut_and_only_the_first_and_latest_errors_kept() -> None:
+    long = "x" * 100_000
+    entry = attempt_error(1, T0, Result(Outcome.RETRYABLE, long))
+    assert len(entry["error"]) < ERROR_CHARS + 40
+    assert entry["error"].endswith(f"({100_000 - ERROR_CHARS} more characters)")
+    assert shorten("short") == "short" and shorten(None) is None
+    errors = [{"attempt": n} for n in range(1, 31)]
+    kept = kept_errors(errors)
+    assert len(kept) == ERRORS_KEPT
+    assert [e["attempt"] for e in kept] == [1, *range(31 - ERRORS_KEPT + 1, 31)]
+    assert kept_errors(errors[:3]) == errors[:3]
 
 
 def test_max_age_stops_retries_that_would_land_too_late() -> None:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scheduler.domain.misfire import SCAN_LIMIT, MisfirePolicy, plan
+from scheduler.domain.misfire import ON_TIME_CAP, SCAN_LIMIT, MisfirePolicy, plan
 
 SECOND = timedelta(seconds=1)
 NOW = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -322,3 +322,17 @@ def test_plan_accounts_for_every_due_instant(case: dict[str, object]) -> None:
             assert fired_late == (late[-cap:] if cap else [])
     if case["policy"] is MisfirePolicy.SKIP:
         assert all(now - t <= threshold for t in result.fire)
+
+
+@pytest.mark.parametrize("policy", list(MisfirePolicy))
+def test_one_plan_fires_at_most_the_cap_and_leaves_the_rest_due(policy: MisfirePolicy) -> None:
+    # A millisecond grid woken on time: 1,001 instants are due within the threshold.
+    first = ago(1.0)
+    result = plan(first, every(0.001), NOW, policy=policy, grace=HOUR)
+    assert len(result.fire) == ON_TIME_CAP
+    assert result.fire[0] == first and result.missed == 0
+    # Nothing is lost: the timer goes on at the first instant not fired, already due.
+    assert result.next_fire == first + ON_TIME_CAP * timedelta(milliseconds=1)
+    assert result.next_fire is not None and result.next_fire <= NOW
+    rest = plan(result.next_fire, every(0.001), NOW, policy=policy, grace=HOUR)
+    assert len(result.fire) + len(rest.fire) == 1_001

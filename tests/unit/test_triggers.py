@@ -332,6 +332,8 @@ def test_valid_specs_pass(kind: str, expression: str, zone: str) -> None:
         ("delay", "0.0000001", "UTC", "delay '0.0000001' is not a positive number of seconds"),
         ("delay-recur", "", "UTC", "delay '' is not a positive number of seconds"),
         ("delay-recur", "0.0", "UTC", "delay '0.0' is not a positive number of seconds"),
+        ("delay-recur", "0.000001", "UTC", "delay-recur '0.000001' is shorter than the minimum"),
+        ("delay-recur", "0.999", "UTC", "delay-recur '0.999' is shorter than the minimum"),
         ("delay", "9" * 30, "UTC", f"delay '{'9' * 30}' is too large"),
     ],
 )
