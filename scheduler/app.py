@@ -23,6 +23,9 @@ patches.install()
 
 settings = current()
 
+#: The most records one fetch call hands over (aiokafka's ``max_poll_records``).
+MAX_POLL_RECORDS = 500
+
 app = faust.App(
     settings.app_id,
     broker=settings.faust_broker,
@@ -43,6 +46,10 @@ app = faust.App(
     consumer_group_instance_id=settings.group_instance_id,
     broker_rebalance_timeout=max(settings.session_timeout, 10.0),
     stream_wait_empty=False,
+    # At most this many records from one fetch call: a partition paused by a
+    # retry tier (scheduler.streams.retries) then stops after a few hundred
+    # records, not after all that one fetch brought (~1 MiB a partition).
+    broker_max_poll_records=MAX_POLL_RECORDS,
     web_enabled=True,
     web_bind=settings.web_host,
     web_host=settings.web_host if settings.web_host != "0.0.0.0" else "127.0.0.1",

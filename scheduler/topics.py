@@ -10,9 +10,21 @@ from __future__ import annotations
 import faust
 
 from scheduler.app import app, settings
+from scheduler.domain.retry import TIERS_S
+
+#: Records a retry tier's stream buffers before Faust stops fetching it.
+TIER_BUFFER = 64
+#: The same for ``firings-retry``, whose records are each sent on or delivered.
+RETRY_BUFFER = 512
 
 
-def _topic(name: str, *, internal: bool = False, value_serializer: str = "raw") -> faust.TopicT:
+def _topic(
+    name: str,
+    *,
+    internal: bool = False,
+    value_serializer: str = "raw",
+    maxsize: int | None = None,
+) -> faust.TopicT:
     return app.topic(
         settings.topic(name),
         key_type=bytes,
@@ -21,6 +33,7 @@ def _topic(name: str, *, internal: bool = False, value_serializer: str = "raw") 
         value_serializer=value_serializer,
         partitions=settings.partitions,
         internal=internal,
+        maxsize=maxsize,
     )
 
 
@@ -36,7 +49,9 @@ keyed_commands_topic = _topic("schedule-commands-keyed", internal=True, value_se
 #: Due firings, keyed by schedule id, for the executors.
 firings_topic = _topic("firings")
 #: Failed firings waiting for their retry: a firing plus ``not_before`` and errors.
-retry_topic = _topic("firings-retry")
+retry_topic = _topic("firings-retry", maxsize=RETRY_BUFFER)
+#: The delay tiers retries wait in (``scheduler.streams.retries``), by delay in seconds.
+retry_tier_topics = {delay: _topic(f"firings-retry-{delay}s", internal=True) for delay in TIERS_S}
 #: Firings whose delivery failed for good, with every attempt's error.
 dead_topic = _topic("firings-dead")
 #: One event per state change or delivery outcome of schedules with history_check.
@@ -58,3 +73,6 @@ CONTRACT_TOPICS = (
     "firings-dead",
     "schedule-history",
 )
+
+#: Topics of the service's own that it creates beside the contract ones.
+INTERNAL_TOPICS = tuple(f"firings-retry-{delay}s" for delay in TIERS_S)

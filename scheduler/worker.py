@@ -21,33 +21,43 @@ PARTS = (
     "scheduler.streams.apply",
     "scheduler.streams.timers",
     "scheduler.streams.delivery",
+    "scheduler.streams.retries",
     "scheduler.streams.history",
     "scheduler.web",
 )
 
 
 async def ensure_topics(settings: Settings, timeout: float = 60.0) -> None:
-    """Create the contract topics with the configured partition count.
+    """Create every topic the worker uses, and wait until each has its leaders.
 
-    Faust creates its own changelog topics but not the topics other programs
-    write to; creating them here gives them our partition count instead of
-    the broker's auto-create default of one.
+    Faust creates its tables' changelogs itself, but only as it starts, and
+    its consumer may then see one with no partitions yet: an agent that
+    writes a table at once stops with Faust's ``PartitionsMismatch``. So the
+    changelogs are created here too (compacted, as Faust makes them), with
+    the topics other programs write to, which Faust does not create; all get
+    our partition count instead of the broker's auto-create default.
     """
-    from scheduler.topics import CONTRACT_TOPICS
+    from scheduler import tables
+    from scheduler.topics import CONTRACT_TOPICS, INTERNAL_TOPICS, name_of
 
+    changelogs = [name_of(table.changelog_topic) for table in tables.ALL]
+    wanted: dict[str, dict[str, str]] = {
+        settings.topic(name): {} for name in (*CONTRACT_TOPICS, *INTERNAL_TOPICS)
+    }
+    wanted.update({name: {"cleanup.policy": "compact"} for name in changelogs})
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=int(timeout * 1000)
     )
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        wanted = [
-            NewTopic(settings.topic(name), settings.partitions, 1)
-            for name in CONTRACT_TOPICS
-            if settings.topic(name) not in existing
+        new = [
+            NewTopic(name, settings.partitions, 1, topic_configs=configs)
+            for name, configs in wanted.items()
+            if name not in existing
         ]
-        if wanted:
-            response = await admin.create_topics(wanted)
+        if new:
+            response = await admin.create_topics(new)
             for topic, code, *message in response.topic_errors:
                 # 36: TOPIC_ALREADY_EXISTS, another worker won the race.
                 if code not in (0, TopicAlreadyExistsError.errno):
@@ -60,8 +70,26 @@ async def ensure_topics(settings: Settings, timeout: float = 60.0) -> None:
                     f"topic {keyed} has {count} partitions but SCHEDULER_PARTITIONS is "
                     f"{settings.partitions}; the partition count is fixed once topics exist"
                 )
+        await _wait_for_leaders(admin, list(wanted), timeout)
     finally:
         await admin.close()
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, topics: list[str], timeout: float) -> None:
+    """Return once every partition of ``topics`` has a leader; raise after ``timeout``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        missing = []
+        for described in await admin.describe_topics(topics):
+            partitions = described.get("partitions") or []
+            leaderless = any(part.get("leader", -1) < 0 for part in partitions)
+            if described.get("error_code") or not partitions or leaderless:
+                missing.append(described.get("topic"))
+        if not missing:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise BrokerError(f"topics without a leader after {timeout:g}s: {', '.join(missing)}")
+        await asyncio.sleep(0.2)
 
 
 def run(settings: Settings) -> None:

@@ -72,6 +72,22 @@ ERROR_CHARS = 512
 ERRORS_KEPT = 10
 
 
+#: The delay tiers a pending retry waits in, in seconds: each a topic
+#: ``firings-retry-{d}s`` whose records are read ``d`` after they were written
+#: (``scheduler.streams.retries``). A retry waiting ``w`` goes to the longest
+#: tier not over ``w``, and again from there, until less than the shortest is left.
+TIERS_S = (5, 30, 120, 600, 3_600, 21_600, 86_400)
+
+
+def tier_for(seconds: float) -> int | None:
+    """The longest tier not over ``seconds``; None when it is shorter than every tier."""
+    chosen = None
+    for tier in TIERS_S:
+        if tier <= seconds:
+            chosen = tier
+    return chosen
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """The task's retry settings as one value with one decision function."""

@@ -13,6 +13,12 @@ which then takes the partition's records at once.
 
 Why: a worker draining a backlog of commands stood still for about a second
 after every few tens of thousands of them.
+
+Upstream also puts back a partition paused with ``pause_partitions`` if its
+buffer had been under pressure, and records flow again. Ours leaves a paused
+partition out. Why: a retry tier pauses a partition once it holds enough
+records (``scheduler.streams.retries``); put back, a restarted worker read a
+whole tier into memory.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from faust.transport.consumer import Consumer
 REPLACES = ("faust.transport.consumer:Consumer.on_buffer_drop",)
 USES = (
     "faust.transport.consumer:Consumer._buffered_partitions",
+    "faust.transport.consumer:Consumer._paused_partitions",
+    "faust.transport.consumer:Consumer._get_active_partitions",
     "faust.transport.drivers.aiokafka:Consumer._thread",
     "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread._consumer",
     "mode.threads:ServiceThread.thread_loop",
@@ -38,6 +46,11 @@ _on_buffer_drop = Consumer.on_buffer_drop
 def on_buffer_drop(self: Any, tp: Any) -> None:
     put_back = tp in self._buffered_partitions
     _on_buffer_drop(self, tp)
+    if tp in self._paused_partitions:
+        # Paused on purpose (``pause_partitions``): the buffer draining must
+        # not undo that, as upstream's put-back does.
+        self._get_active_partitions().discard(tp)
+        return
     if put_back:
         wake_fetch(self)
 

@@ -1,4 +1,4 @@
-"""Executor agents: deliver ``firings``, retry via ``firings-retry``, give up to ``firings-dead``.
+"""The executor agent: deliver ``firings``, retry via ``firings-retry``, or ``firings-dead``.
 
 Deliveries run concurrently, at most ``SCHEDULER_MAX_IN_FLIGHT`` per worker.
 Each source record is acknowledged only when its delivery is settled
@@ -15,11 +15,9 @@ delivered before its ``scheduled_for``. A Kafka firing taken when its
 instant has already come goes through the same release at once, so that
 the ones taken together go out in batches.
 
-A retry waits in memory until its ``not_before``, with its record
-unacknowledged: waiting costs a sleeping task, not a consumer, so a long
-wait for one schedule never holds back another's firings, and a restart
-re-reads every retry that was not settled. A retry is never sent before its
-``not_before``.
+A failed attempt that may be retried goes to ``firings-retry``, where
+``scheduler.streams.retries`` has it wait on the broker until its
+``not_before`` and then hands it back to :func:`attempt`.
 """
 
 from __future__ import annotations
@@ -28,7 +26,6 @@ import asyncio
 import heapq
 import json
 import logging
-from collections import defaultdict
 from collections.abc import Awaitable
 from typing import Any
 
@@ -56,7 +53,6 @@ log = logging.getLogger(__name__)
 executors = Executors(max_connections=settings.max_in_flight)
 _slots: asyncio.Semaphore | None = None
 _running: set[asyncio.Future[None]] = set()
-_waiting: dict[Any, set[asyncio.Future[None]]] = defaultdict(set)
 #: The queue of fetched ``firings`` events waiting for ``deliver_firings``.
 _fetched: Any = None
 
@@ -96,7 +92,7 @@ async def attempt(firing: dict[str, Any]) -> None:
     await conclude(firing, result)
 
 
-def _stuck(firing_id: Any, exc: BaseException) -> None:
+def stuck(firing_id: Any, exc: BaseException) -> None:
     """A firing that cannot be settled: left unacknowledged, and the worker stops."""
     log.error("delivery of %s left unsettled: %s", firing_id, exc)
     produce_guard.refused(exc, f"the conclusion of firing {firing_id}", app.consumer)
@@ -131,8 +127,13 @@ class ProduceFailed(Exception):
 
 async def _produce(topic: Any, key: bytes, body: dict[str, Any]) -> None:
     """Send one record and wait until the broker has it."""
+    await produce_raw(topic, key, json.dumps(body).encode())
+
+
+async def produce_raw(topic: Any, key: bytes | None, value: bytes) -> None:
+    """Send one record as it is and wait until the broker has it."""
     try:
-        await (await topic.send(key=key, value=json.dumps(body).encode()))
+        await (await topic.send(key=key, value=value))
     except Exception as exc:
         raise ProduceFailed(f"{name_of(topic)}: {type(exc).__name__}: {exc}") from exc
 
@@ -463,12 +464,12 @@ async def _settle_kafka(batch: list[Held], prebuilt: list[Prebuilt] | None = Non
             else:
                 await conclude(_firing(message), result)
         except Exception as exc:
-            _stuck(firing_id, exc)
+            stuck(firing_id, exc)
             continue
         _ack(message)
 
 
-async def _bury_unreadable(stream: Any, event: Any, exc: Exception) -> None:
+async def bury_unreadable(stream: Any, event: Any, exc: Exception) -> None:
     """A record no worker can read goes to ``firings-dead`` as text, then is acknowledged."""
     message = event.message
     text = bytes(event.value or b"").decode("utf-8", "replace")
@@ -480,7 +481,7 @@ async def _bury_unreadable(stream: Any, event: Any, exc: Exception) -> None:
             f"unreadable record at {where}: {type(exc).__name__}: {exc}",
         )
     except Exception as failure:
-        _stuck(where, failure)
+        stuck(where, failure)
         return
     await stream.ack(event)
 
@@ -516,7 +517,7 @@ async def _take(stream: Any, event: Any) -> None:
             parse_utc(firing["scheduled_for"])
             firing["task"]["type"]
     except Exception as exc:
-        await _bury_unreadable(stream, event, exc)
+        await bury_unreadable(stream, event, exc)
         return
     revoked = firing.get("revoked")
     if revoked is not None:
@@ -538,47 +539,17 @@ async def _settle(firing: dict[str, Any], message: Any) -> None:
     try:
         await attempt(firing)
     except Exception as exc:
-        _stuck(firing.get("firing_id"), exc)
+        stuck(firing.get("firing_id"), exc)
         return
     finally:
         slots().release()
     _ack(message)
 
 
-@app.agent(retry_topic, name="retry-firings")
-async def retry_firings(stream: Any) -> Any:
-    async for event in stream.noack().events():
-        tp = event.message.tp
-        waiting = asyncio.ensure_future(_retry_when_due(stream, event))
-        _waiting[tp].add(waiting)
-        waiting.add_done_callback(_waiting[tp].discard)
-
-
-async def _retry_when_due(stream: Any, event: Any) -> None:
-    try:
-        record = json.loads(event.value)
-        not_before = parse_utc(record["not_before"])
-    except Exception as exc:
-        await _bury_unreadable(stream, event, exc)
-        return
-    while (left := (not_before - clock.now()).total_seconds()) > 0:
-        await asyncio.sleep(left + 0.001)
-    async with slots():
-        try:
-            await attempt(record)
-        except Exception as exc:
-            _stuck(record.get("firing_id"), exc)
-            return
-    await stream.ack(event)
-
-
 @app.on_partitions_revoked.connect  # type: ignore[arg-type]
-async def _drop_waiting_retries(sender: Any, revoked: Any, **kwargs: Any) -> None:
-    """The partition's next owner re-reads these retries and held firings.
+async def _drop_held(sender: Any, revoked: Any, **kwargs: Any) -> None:
+    """The partition's next owner re-reads these held firings.
 
     Keeping them here would deliver them twice.
     """
     _held.forget(set(revoked))
-    for tp in revoked:
-        for waiting in list(_waiting.pop(tp, ())):
-            waiting.cancel()

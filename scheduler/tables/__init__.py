@@ -78,6 +78,9 @@ due_index = _table("due-index", write_buffer_mib=2, block_cache_mib=2)
 #: agent that reads ``schedule-history``.
 history = _table("history", write_buffer_mib=2, block_cache_mib=2)
 
+#: Every table, for whoever creates their changelogs (``scheduler.worker.ensure_topics``).
+ALL = (schedules, due_index, history)
+
 
 partition_db = private.partition_db
 

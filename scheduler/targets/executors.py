@@ -57,6 +57,10 @@ _KAFKA_RETRYABLE = (
 #: each (measured in bench/); 5 ms adds at most that much to a delivery's lateness.
 DELIVERY_LINGER_MS = 5
 
+#: How long starting a Kafka target's producer (connecting, first metadata)
+#: may take before the deliveries waiting for it fail as retryable.
+PRODUCER_START_S = 10.0
+
 
 class Executors:
     """The pooled clients of one worker, and ``deliver`` for any task type."""
@@ -65,7 +69,7 @@ class Executors:
         self._max_connections = max_connections
         self._http = HttpClient()
         self._producers: dict[str, AIOKafkaProducer] = {}
-        self._producer_lock = asyncio.Lock()
+        self._starting: dict[str, asyncio.Future[AIOKafkaProducer]] = {}
         self._redis: dict[str, aioredis.Redis] = {}  # redis: imported on first use (heavy)
 
     async def deliver(self, firing: dict[str, Any]) -> Result:
@@ -108,25 +112,46 @@ class Executors:
     # -- Kafka ---------------------------------------------------------------
 
     async def _producer(self, bootstrap: str) -> AIOKafkaProducer:
+        """The cluster's producer, started once; concurrent callers share the start.
+
+        One cluster's start never waits for another's, and it gives up after
+        ``PRODUCER_START_S``: a silent host would otherwise hold every Kafka
+        delivery of the worker behind it.
+        """
         producer = self._producers.get(bootstrap)
         if producer is not None:
             return producer
-        async with self._producer_lock:
-            producer = self._producers.get(bootstrap)
-            if producer is None:
-                servers = bootstrap.split("://", 1)[-1].replace(";", ",")
-                # Batches as big as the worker's own (aiokafka's default is 16 KiB):
-                # a burst to a one-partition topic otherwise waits on a round
-                # trip for every few dozen records.
-                producer = AIOKafkaProducer(
-                    bootstrap_servers=servers,
-                    acks="all",
-                    enable_idempotence=True,
-                    linger_ms=DELIVERY_LINGER_MS,
-                    max_batch_size=1_000_000,
-                )
+        starting = self._starting.get(bootstrap)
+        if starting is None:
+            starting = asyncio.ensure_future(self._start_producer(bootstrap))
+            self._starting[bootstrap] = starting
+            starting.add_done_callback(lambda _: self._starting.pop(bootstrap, None))
+        # Shielded: one caller's own timeout must not cancel the others' start.
+        return await asyncio.shield(starting)
+
+    async def _start_producer(self, bootstrap: str) -> AIOKafkaProducer:
+        servers = bootstrap.split("://", 1)[-1].replace(";", ",")
+        # Batches as big as the worker's own (aiokafka's default is 16 KiB):
+        # a burst to a one-partition topic otherwise waits on a round
+        # trip for every few dozen records.
+        producer = AIOKafkaProducer(
+            bootstrap_servers=servers,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=DELIVERY_LINGER_MS,
+            max_batch_size=1_000_000,
+        )
+        try:
+            async with asyncio.timeout(PRODUCER_START_S):
                 await producer.start()
-                self._producers[bootstrap] = producer
+        except BaseException as exc:
+            await producer.stop()
+            if isinstance(exc, TimeoutError):
+                raise kafka_errors.KafkaConnectionError(
+                    f"no answer from Kafka cluster {servers} within {PRODUCER_START_S:g}s"
+                ) from None
+            raise
+        self._producers[bootstrap] = producer
         return producer
 
     async def _kafka(self, firing: dict[str, Any], task: dict[str, Any]) -> Result:
@@ -168,9 +193,16 @@ class Executors:
             covered.update(members)
             jobs.append((_send_prebuilt(built), members))
         rest = [index for index in range(len(records)) if index not in covered]
-        for (host, topic), indexes in _by_topic(records, rest).items():
+        groups = _by_topic(records, rest)
+        # Every cluster's producer at once: one silent cluster must not hold the others.
+        hosts = list({host for host, _ in groups})
+        started = await asyncio.gather(*map(self._producer, hosts), return_exceptions=True)
+        producers = dict(zip(hosts, started, strict=True))
+        for (host, topic), indexes in groups.items():
             try:
-                producer = await self._producer(host)
+                producer = producers[host]
+                if isinstance(producer, BaseException):
+                    raise producer
                 for partition, members in (
                     await _by_partition(producer, topic, records, indexes)
                 ).items():

@@ -91,13 +91,20 @@ def test_putting_back_a_buffered_partition_wakes_the_fetch_only_then(
 ) -> None:
     woken: list[Any] = []
     monkeypatch.setattr("scheduler.patches.wake_fetch.wake_fetch", woken.append)
+    active: set[str] = set()
     consumer = SimpleNamespace(
-        _buffered_partitions={"tp-full"},
-        _get_active_partitions=lambda: set(),
+        _buffered_partitions={"tp-full", "tp-paused"},
+        _paused_partitions={"tp-paused"},
+        _get_active_partitions=lambda: active,
         app=SimpleNamespace(in_recovery=False),
     )
     FaustConsumer.on_buffer_drop(consumer, "tp-other")  # never taken out: nothing to wake
     assert woken == []
     FaustConsumer.on_buffer_drop(consumer, "tp-full")
     assert woken == [consumer]
+    assert "tp-full" in active
+    # Paused on purpose: its buffer draining leaves it out, and wakes nothing.
+    FaustConsumer.on_buffer_drop(consumer, "tp-paused")
+    assert woken == [consumer]
+    assert "tp-paused" not in active
     assert consumer._buffered_partitions == set()

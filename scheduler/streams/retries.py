@@ -1,0 +1,252 @@
+"""Retries wait on the broker, not in memory: delay tiers, each read no faster than it falls due.
+
+A failed firing's retry record goes to ``firings-retry`` (the contract
+topic, ``scheduler.streams.delivery.conclude``). The agent reading it
+routes each record by how long it still has to wait:
+
+- due (``not_before`` reached): delivered now;
+- due within the shortest tier: held in memory until then (at most
+  ``TIERS_S[0]`` seconds, so their number is bounded by the failure rate,
+  not by how many retries are pending);
+- later: sent on to the delay tier ``firings-retry-{d}s`` of the longest
+  delay ``d`` it still has to wait, and acknowledged once the broker has it.
+
+Every record of a tier waits the same ``d`` after its Kafka timestamp, and
+those timestamps grow along a partition, so a tier partition's head is
+always the record due first there. A tier agent holds the records it has
+read per partition, releases each head ``d`` after its timestamp and routes
+it again (delivered, held, or on to a shorter tier); once a partition holds
+``HOLD_MAX`` records it is paused, and resumed when they have gone. A
+pending retry therefore costs broker space, not worker memory, and a
+restart reads each tier from its last commit and holds again what is not
+yet due: offsets only move forward, and nothing is sent early.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import json
+import logging
+from collections import defaultdict, deque
+from typing import Any
+
+from scheduler import clock, metrics
+from scheduler.app import app
+from scheduler.domain.retry import TIERS_S, tier_for
+from scheduler.domain.timefmt import parse_utc
+from scheduler.patches.wake_fetch import wake_fetch
+from scheduler.streams import delivery
+from scheduler.topics import retry_tier_topics, retry_topic
+
+log = logging.getLogger(__name__)
+
+#: Records a tier holds per partition before it pauses the partition.
+HOLD_MAX = 16
+#: Hops to a tier (a send and its broker acknowledgement) under way at once.
+HOPS_IN_FLIGHT = 128
+
+_hops = metrics.counter("scheduler_retry_hops_total", "retry records sent on to a delay tier")
+_held_count = 0
+metrics.gauge(
+    "scheduler_retries_held",
+    lambda: _held_count,
+    "retry records read from a delay tier and held until their tier's delay has passed",
+)
+_soon_count = 0
+metrics.gauge(
+    "scheduler_retries_due_soon",
+    lambda: _soon_count,
+    "retries due within the shortest tier, waiting in memory",
+)
+
+_hop_slots: asyncio.Semaphore | None = None
+#: Per partition: the tasks working on its records (cancelled when it is revoked).
+_tasks: dict[Any, set[asyncio.Future[None]]] = defaultdict(set)
+
+
+def hop_slots() -> asyncio.Semaphore:
+    global _hop_slots
+    if _hop_slots is None:
+        _hop_slots = asyncio.Semaphore(HOPS_IN_FLIGHT)
+    return _hop_slots
+
+
+def _spawn(tp: Any, work: Any) -> None:
+    task = asyncio.ensure_future(work)
+    _tasks[tp].add(task)
+    task.add_done_callback(_tasks[tp].discard)
+
+
+async def route(stream: Any, event: Any) -> None:
+    """Deliver, hold briefly, or send on to a tier; the event is acknowledged when settled."""
+    global _soon_count
+    try:
+        record = json.loads(event.value)
+        not_before = parse_utc(record["not_before"])
+    except Exception as exc:
+        await delivery.bury_unreadable(stream, event, exc)
+        return
+    tp = event.message.tp
+    left = (not_before - clock.now()).total_seconds()
+    if left <= 0:
+        await delivery.slots().acquire()
+        _spawn(tp, _attempt(stream, event, record))
+        return
+    tier = tier_for(left)
+    if tier is None:
+        _soon_count += 1
+        _spawn(tp, _attempt_when_due(stream, event, record, left))
+        return
+    await hop_slots().acquire()
+    _spawn(tp, _hop(stream, event, tier))
+
+
+async def _attempt(stream: Any, event: Any, record: dict[str, Any]) -> None:
+    """Deliver a due retry (a delivery slot is already held)."""
+    try:
+        await delivery.attempt(record)
+    except Exception as exc:
+        delivery.stuck(record.get("firing_id"), exc)
+        return
+    finally:
+        delivery.slots().release()
+    await stream.ack(event)
+
+
+async def _attempt_when_due(stream: Any, event: Any, record: dict[str, Any], left: float) -> None:
+    global _soon_count
+    try:
+        not_before = parse_utc(record["not_before"])
+        await asyncio.sleep(left)
+        while (rest := (not_before - clock.now()).total_seconds()) > 0:
+            await asyncio.sleep(rest + 0.001)  # never early
+    finally:
+        _soon_count -= 1
+    await delivery.slots().acquire()
+    await _attempt(stream, event, record)
+
+
+async def _hop(stream: Any, event: Any, tier: int) -> None:
+    """Send the record as it is to ``tier``; acknowledge it once the broker has it."""
+    try:
+        key = event.key if isinstance(event.key, bytes) else None
+        await delivery.produce_raw(retry_tier_topics[tier], key, event.value)
+    except Exception as exc:
+        delivery.stuck(f"retry record at {event.message.tp}@{event.message.offset}", exc)
+        return
+    finally:
+        hop_slots().release()
+    _hops.inc()
+    await stream.ack(event)
+
+
+@app.agent(retry_topic, name="retry-firings")
+async def retry_firings(stream: Any) -> Any:
+    async for event in stream.noack().events():
+        await route(stream, event)
+
+
+class _Tier:
+    """One delay tier's held records, per partition, and the task that releases them."""
+
+    def __init__(self, delay: int) -> None:
+        self.delay = delay
+        self.held: dict[Any, deque[Any]] = {}
+        self.paused: set[Any] = set()
+        self.stream: Any = None
+        self._alarm: asyncio.Future[None] | None = None
+        self._task: asyncio.Future[None] | None = None
+
+    def due_at(self, event: Any) -> float:
+        return float(event.message.timestamp) + self.delay
+
+    def hold(self, stream: Any, event: Any) -> None:
+        global _held_count
+        self.stream = stream
+        tp = event.message.tp
+        queue = self.held.get(tp)
+        if queue is None:
+            queue = self.held[tp] = deque()
+        queue.append(event)
+        _held_count += 1
+        if len(queue) >= HOLD_MAX:
+            # Every time, not once: a rebalance resets what Faust has paused.
+            self.paused.add(tp)
+            app.consumer.pause_partitions([tp])
+        if len(queue) == 1:
+            _ring(self._alarm)  # a new head: maybe due before the one slept for
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._release())
+
+    async def _release(self) -> None:
+        global _held_count
+        loop = asyncio.get_running_loop()
+        while any(self.held.values()):
+            now = clock.now().timestamp()
+            heads = [(self.due_at(queue[0]), tp) for tp, queue in self.held.items() if queue]
+            heapq.heapify(heads)
+            first = heads[0][0]
+            if first > now:
+                self._alarm = loop.create_future()
+                timer = loop.call_later(first - now, _ring, self._alarm)
+                try:
+                    await self._alarm
+                finally:
+                    timer.cancel()
+                    self._alarm = None
+                continue
+            for due, tp in heads:
+                if due > now:
+                    break
+                queue = self.held[tp]
+                while queue and self.due_at(queue[0]) <= now:
+                    event = queue.popleft()
+                    _held_count -= 1
+                    await route(self.stream, event)
+                if tp in self.paused and len(queue) <= HOLD_MAX // 2:
+                    self.paused.discard(tp)
+                    app.consumer.resume_partitions([tp])
+                    wake_fetch(app.consumer)
+
+    def forget(self, partitions: set[Any]) -> None:
+        """Drop what revoked partitions held, unacknowledged: their next owner reads it."""
+        global _held_count
+        for tp in partitions:
+            queue = self.held.pop(tp, None)
+            if queue:
+                _held_count -= len(queue)
+            self.paused.discard(tp)
+
+
+def _ring(alarm: asyncio.Future[None] | None) -> None:
+    if alarm is not None and not alarm.done():
+        alarm.set_result(None)
+
+
+_tiers = {delay: _Tier(delay) for delay in TIERS_S}
+
+
+def _tier_agent(delay: int) -> Any:
+    tier = _tiers[delay]
+
+    async def hold_until_due(stream: Any) -> Any:
+        async for event in stream.noack().events():
+            tier.hold(stream, event)
+
+    hold_until_due.__name__ = f"retry_tier_{delay}s"
+    return app.agent(retry_tier_topics[delay], name=f"retry-tier-{delay}s")(hold_until_due)
+
+
+tier_agents = [_tier_agent(delay) for delay in TIERS_S]
+
+
+@app.on_partitions_revoked.connect  # type: ignore[arg-type]
+async def _drop_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+    """The partitions' next owner reads these retries again; keeping them would send them twice."""
+    partitions = set(revoked)
+    for tier in _tiers.values():
+        tier.forget(partitions)
+    for tp in partitions:
+        for task in list(_tasks.pop(tp, ())):
+            task.cancel()
