@@ -5,7 +5,7 @@ VENV  ?= .venv
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint unit integration e2e bench clean
+.PHONY: dev test lint unit integration e2e bench faults clean
 
 $(STAMP): pyproject.toml
 	scripts/system-deps
@@ -18,8 +18,8 @@ dev: $(STAMP)
 	$(BIN)/scheduler dev
 
 lint: $(STAMP)
-	$(BIN)/ruff check scheduler tests bench
-	$(BIN)/ruff format --check scheduler tests bench
+	$(BIN)/ruff check scheduler tests bench faults
+	$(BIN)/ruff format --check scheduler tests bench faults
 	$(BIN)/mypy scheduler
 
 test: $(STAMP) lint
@@ -37,6 +37,10 @@ e2e: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install -q -e '.[dev,bench]'
 	$(BIN)/python -m bench.run
+
+# The fault suite's long forms (minutes each); writes faults/REPORT.md.
+faults: $(STAMP)
+	$(BIN)/python -m faults.run
 
 clean:
 	rm -rf $(VENV) scheduler-data .pytest_cache .mypy_cache .ruff_cache

@@ -99,15 +99,16 @@ class Outbox:
                 raise RuntimeError(f"the broker did not take the records for {topic}")
 
     async def _queue(self, collected: dict[tuple[str, int], list[Any]]) -> list[Any]:
-        """Queue the records; the future of each partition's last send."""
-        last: list[Any] = []
+        """Queue the records; the future of every send."""
+        sent: list[Any] = []
         for (topic, partition), records in collected.items():
             report = _Reporter(topic, partition, self._on_written.pop((topic, partition), None))
             if len(records) < MIN_BATCH:
-                last.append(await self._one_by_one(topic, partition, records, report))
+                await self._one_by_one(topic, partition, records, report)
             else:
-                last.append(await self._batched(topic, partition, records, report))
-        return last
+                await self._batched(topic, partition, records, report)
+            sent.extend(report.sent)
+        return sent
 
     async def _one_by_one(
         self, topic: str, partition: int, records: list[Any], report: _Reporter
@@ -116,6 +117,7 @@ class Outbox:
         for key, value in records:
             future = await self._producer.send(topic, value, key=key, partition=partition)
             future.add_done_callback(report.failure)
+            report.sent.append(future)
         assert future is not None  # a partition is collected with its first record
         future.add_done_callback(lambda done: report.written(done, 1))
         return future
@@ -137,6 +139,7 @@ class Outbox:
         count = builder.record_count()
         future = await self._producer.send_batch(builder, topic, partition=partition)
         future.add_done_callback(report.failure)
+        report.sent.append(future)
         future.add_done_callback(lambda done: report.written(done, count))
         return future
 
@@ -144,12 +147,14 @@ class Outbox:
 class _Reporter:
     """Counts and logs a refused record or batch; moves the persisted offset on success."""
 
-    __slots__ = ("on_written", "partition", "topic")
+    __slots__ = ("on_written", "partition", "sent", "topic")
 
     def __init__(self, topic: str, partition: int, on_written: OnWritten | None) -> None:
         self.topic = topic
         self.partition = partition
         self.on_written = on_written
+        #: Every send's future, for whoever must know that all of them were written.
+        self.sent: list[Any] = []
 
     def failure(self, future: Any) -> None:
         if future.cancelled() or future.exception() is None:

@@ -51,7 +51,12 @@ firings_topic = _topic("firings")
 #: Failed firings waiting for their retry: a firing plus ``not_before`` and errors.
 retry_topic = _topic("firings-retry", maxsize=RETRY_BUFFER)
 #: The delay tiers retries wait in (``scheduler.streams.retries``), by delay in seconds.
-retry_tier_topics = {delay: _topic(f"firings-retry-{delay}s", internal=True) for delay in TIERS_S}
+#: Their streams buffer little (Faust's default is 4,096 records): a tier
+#: holds what it reads until it is due, and the buffer would add to that.
+retry_tier_topics = {
+    delay: _topic(f"firings-retry-{delay}s", internal=True, maxsize=TIER_BUFFER)
+    for delay in TIERS_S
+}
 #: Firings whose delivery failed for good, with every attempt's error.
 dead_topic = _topic("firings-dead")
 #: One event per state change or delivery outcome of schedules with history_check.

@@ -41,6 +41,8 @@ class Result:
 
     outcome: Outcome
     error: str | None = None
+    unreachable: bool = False
+    """The target did not answer at all (refused, reset, timed out): counts for its breaker."""
 
     @property
     def ok(self) -> bool:

@@ -55,6 +55,16 @@ def refused(exc: BaseException, what: str, consumer: Any) -> None:
         _crashing.append(asyncio.ensure_future(consumer.crash(exc)))
 
 
+def watch(sent: Any, what: str, consumer: Any) -> None:
+    """Call :func:`refused` if the send behind ``sent`` (a future) fails."""
+
+    def check(future: Any) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            refused(future.exception(), what, consumer)
+
+    sent.add_done_callback(check)
+
+
 def refusal() -> BaseException | None:
     """The refusal that stopped commits, if there was one."""
     return _refusal

@@ -27,7 +27,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from scheduler import tables
+from scheduler.app import app
 from scheduler.outbox import Outbox
+from scheduler.patches import produce_guard
 from scheduler.patches.batching import take_batches
 from scheduler.streams import delivery, records
 from scheduler.streams.timers import WAKE_KEY
@@ -126,7 +128,13 @@ async def in_batches(stream: Any, handle: Callable[[Any, Batch], Awaitable[None]
                 if index % YIELD_EVERY == 0:
                     await batch.pause()
         finally:
-            await batch.end()
+            try:
+                await batch.end()
+            except Exception as exc:
+                # Its events stay unacknowledged (take_batches), and nothing
+                # after them may be committed either: the worker stops.
+                produce_guard.refused(exc, "a batch's records", app.consumer)
+                raise
 
 
 def prefetch(events: list[Any]) -> None:

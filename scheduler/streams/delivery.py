@@ -50,7 +50,9 @@ from scheduler.topics import dead_topic, firings_topic, name_of, retry_topic
 
 log = logging.getLogger(__name__)
 
-executors = Executors(max_connections=settings.max_in_flight)
+executors = Executors(
+    max_connections=settings.max_in_flight, per_target=settings.max_in_flight_per_target
+)
 _slots: asyncio.Semaphore | None = None
 _running: set[asyncio.Future[None]] = set()
 #: The queue of fetched ``firings`` events waiting for ``deliver_firings``.
@@ -513,7 +515,12 @@ async def _take(stream: Any, event: Any) -> None:
         firing = json.loads(event.value)
         if not isinstance(firing, dict):
             raise TypeError(f"a firing is a JSON object, not {type(firing).__name__}")
-        if "revoked" not in firing:
+        if "revoked" in firing:
+            if not isinstance(firing["revoked"], list):
+                raise TypeError("revoked: a list of firing ids")
+        else:
+            if not isinstance(firing.get("firing_id"), str):
+                raise TypeError("firing_id: a string")
             parse_utc(firing["scheduled_for"])
             firing["task"]["type"]
     except Exception as exc:

@@ -16,6 +16,7 @@ from typing import Any
 from scheduler import clock, metrics
 from scheduler.app import app
 from scheduler.domain.timefmt import format_utc
+from scheduler.patches import produce_guard
 from scheduler.tables import history
 from scheduler.topics import history_topic
 
@@ -28,7 +29,8 @@ _events = metrics.counter("scheduler_history_events_total", "history events reco
 async def record(schedule_id: str, event: str, **fields: Any) -> None:
     body = {"event": event, "schedule_id": schedule_id, "at": format_utc(clock.now(), micros=True)}
     body.update({name: value for name, value in fields.items() if value is not None})
-    await history_topic.send(key=schedule_id.encode(), value=json.dumps(body).encode())
+    sent = await history_topic.send(key=schedule_id.encode(), value=json.dumps(body).encode())
+    produce_guard.watch(sent, "a history record", app.consumer)
     _events.inc()
 
 

@@ -6,8 +6,10 @@ import json
 import logging
 
 from scheduler import clock, metrics
+from scheduler.app import app
 from scheduler.domain.errors import InvalidCommand
 from scheduler.domain.timefmt import format_utc
+from scheduler.patches import produce_guard
 from scheduler.topics import rejected_topic
 
 log = logging.getLogger(__name__)
@@ -33,4 +35,5 @@ def rejection(exc: InvalidCommand, original: bytes | str | None) -> bytes:
 async def reject(exc: InvalidCommand, key: bytes | None, original: bytes | str | None) -> None:
     _rejected.inc()
     log.info("rejected command: %s", exc.detail)
-    await rejected_topic.send(key=key, value=rejection(exc, original))
+    sent = await rejected_topic.send(key=key, value=rejection(exc, original))
+    produce_guard.watch(sent, "a rejection record", app.consumer)

@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 HOLD_MAX = 16
 #: Hops to a tier (a send and its broker acknowledgement) under way at once.
 HOPS_IN_FLIGHT = 128
+#: Retries due within the shortest tier waiting in memory at once; more wait
+#: on the broker (the agent reads no further) until one is delivered.
+SOON_MAX = 2_000
 
 _hops = metrics.counter("scheduler_retry_hops_total", "retry records sent on to a delay tier")
 _held_count = 0
@@ -61,6 +64,7 @@ metrics.gauge(
 )
 
 _hop_slots: asyncio.Semaphore | None = None
+_soon_slots: asyncio.Semaphore | None = None
 #: Per partition: the tasks working on its records (cancelled when it is revoked).
 _tasks: dict[Any, set[asyncio.Future[None]]] = defaultdict(set)
 
@@ -72,10 +76,25 @@ def hop_slots() -> asyncio.Semaphore:
     return _hop_slots
 
 
-def _spawn(tp: Any, work: Any) -> None:
+def soon_slots() -> asyncio.Semaphore:
+    global _soon_slots
+    if _soon_slots is None:
+        _soon_slots = asyncio.Semaphore(SOON_MAX)
+    return _soon_slots
+
+
+def _spawn(tp: Any, work: Any, slot: asyncio.Semaphore) -> None:
+    """Run ``work`` for partition ``tp``; ``slot`` (acquired by the caller) is released when
+    it ends, even if it is cancelled before it started."""
     task = asyncio.ensure_future(work)
     _tasks[tp].add(task)
     task.add_done_callback(_tasks[tp].discard)
+    task.add_done_callback(lambda _: slot.release())
+
+
+def _stale(event: Any) -> bool:
+    """Read before the last rebalance: its partition may be another worker's now."""
+    return bool(event.message.generation_id != app.consumer_generation_id)
 
 
 async def route(stream: Any, event: Any) -> None:
@@ -89,32 +108,33 @@ async def route(stream: Any, event: Any) -> None:
         return
     tp = event.message.tp
     left = (not_before - clock.now()).total_seconds()
+    tier = tier_for(left) if left > 0 else None
+    slot = delivery.slots() if left <= 0 else hop_slots() if tier is not None else soon_slots()
+    await slot.acquire()
+    if _stale(event):
+        slot.release()
+        return
     if left <= 0:
-        await delivery.slots().acquire()
-        _spawn(tp, _attempt(stream, event, record))
-        return
-    tier = tier_for(left)
-    if tier is None:
+        _spawn(tp, _attempt(stream, event, record), slot)
+    elif tier is None:
         _soon_count += 1
-        _spawn(tp, _attempt_when_due(stream, event, record, left))
-        return
-    await hop_slots().acquire()
-    _spawn(tp, _hop(stream, event, tier))
+        _spawn(tp, _attempt_when_due(stream, event, record, left), slot)
+    else:
+        _spawn(tp, _hop(stream, event, tier), slot)
 
 
 async def _attempt(stream: Any, event: Any, record: dict[str, Any]) -> None:
-    """Deliver a due retry (a delivery slot is already held)."""
+    """Deliver a due retry (a delivery slot is held for it)."""
     try:
         await delivery.attempt(record)
     except Exception as exc:
         delivery.stuck(record.get("firing_id"), exc)
         return
-    finally:
-        delivery.slots().release()
     await stream.ack(event)
 
 
 async def _attempt_when_due(stream: Any, event: Any, record: dict[str, Any], left: float) -> None:
+    """Wait (under ``soon_slots``) until the retry is due, then deliver it."""
     global _soon_count
     try:
         not_before = parse_utc(record["not_before"])
@@ -123,8 +143,8 @@ async def _attempt_when_due(stream: Any, event: Any, record: dict[str, Any], lef
             await asyncio.sleep(rest + 0.001)  # never early
     finally:
         _soon_count -= 1
-    await delivery.slots().acquire()
-    await _attempt(stream, event, record)
+    async with delivery.slots():
+        await _attempt(stream, event, record)
 
 
 async def _hop(stream: Any, event: Any, tier: int) -> None:
@@ -135,8 +155,6 @@ async def _hop(stream: Any, event: Any, tier: int) -> None:
     except Exception as exc:
         delivery.stuck(f"retry record at {event.message.tp}@{event.message.offset}", exc)
         return
-    finally:
-        hop_slots().release()
     _hops.inc()
     await stream.ack(event)
 
@@ -199,12 +217,12 @@ class _Tier:
             for due, tp in heads:
                 if due > now:
                     break
-                queue = self.held[tp]
-                while queue and self.due_at(queue[0]) <= now:
+                # Looked up again after every await: a rebalance may have taken it.
+                while (queue := self.held.get(tp)) and self.due_at(queue[0]) <= now:
                     event = queue.popleft()
                     _held_count -= 1
                     await route(self.stream, event)
-                if tp in self.paused and len(queue) <= HOLD_MAX // 2:
+                if queue is not None and tp in self.paused and len(queue) <= HOLD_MAX // 2:
                     self.paused.discard(tp)
                     app.consumer.resume_partitions([tp])
                     wake_fetch(app.consumer)
@@ -216,6 +234,7 @@ class _Tier:
             queue = self.held.pop(tp, None)
             if queue:
                 _held_count -= len(queue)
+                queue.clear()  # a release under way must not go on with them
             self.paused.discard(tp)
 
 

@@ -16,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from aiokafka import AIOKafkaProducer
 from aiokafka import errors as kafka_errors
@@ -26,6 +28,7 @@ from aiokafka import errors as kafka_errors
 from scheduler.domain.ids import murmur2
 from scheduler.domain.models import RedisMode
 from scheduler.domain.retry import Outcome, Result, classify_http, delivery_headers, redis_envelope
+from scheduler.targets.guard import Gate, Gates, Limits, Refused
 from scheduler.targets.http1 import HttpClient
 
 if TYPE_CHECKING:
@@ -51,11 +54,36 @@ _KAFKA_RETRYABLE = (
 )
 
 
+#: Kafka errors that say the cluster cannot be reached at all (for the breaker).
+_KAFKA_UNREACHABLE = (
+    kafka_errors.KafkaConnectionError,
+    kafka_errors.KafkaTimeoutError,
+    kafka_errors.NodeNotReadyError,
+    kafka_errors.RequestTimedOutError,
+)
+
+
 #: How long the Kafka delivery producer waits to fill a batch. Every produce
 #: request is a socket write, which costs more than a firing's own work, so
 #: without a linger a steady stream would spend its CPU on writes of one record
 #: each (measured in bench/); 5 ms adds at most that much to a delivery's lateness.
 DELIVERY_LINGER_MS = 5
+
+#: Kafka producers and Redis clients kept at most, over every target.
+CLIENT_CAP = 32
+#: Seconds a target's client is kept after its last use.
+CLIENT_IDLE_S = 300.0
+#: Seconds between two looks for clients to close.
+REAP_EVERY_S = 30.0
+
+
+async def _stop_producer(producer: Any) -> None:
+    await producer.stop()
+
+
+async def _close_redis(client: Any) -> None:
+    await client.aclose()
+
 
 #: How long starting a Kafka target's producer (connecting, first metadata)
 #: may take before the deliveries waiting for it fail as retryable.
@@ -65,15 +93,33 @@ PRODUCER_START_S = 10.0
 class Executors:
     """The pooled clients of one worker, and ``deliver`` for any task type."""
 
-    def __init__(self, *, max_connections: int = 256) -> None:
+    def __init__(self, *, max_connections: int = 256, per_target: int = 64) -> None:
         self._max_connections = max_connections
+        self.gates = Gates(Limits(limit=per_target, queue=per_target))
+        self._next_reap = time.monotonic() + REAP_EVERY_S
+        self._reaping: asyncio.Future[None] | None = None
         self._http = HttpClient()
         self._producers: dict[str, AIOKafkaProducer] = {}
         self._starting: dict[str, asyncio.Future[AIOKafkaProducer]] = {}
         self._redis: dict[str, aioredis.Redis] = {}  # redis: imported on first use (heavy)
 
     async def deliver(self, firing: dict[str, Any]) -> Result:
+        """One delivery, through its target's gate (``scheduler.targets.guard``)."""
+        self._maybe_reap()
         task = firing["task"]
+        gate = self.gates.of(target_of(task))
+        try:
+            probe = await gate.enter()
+        except Refused as exc:
+            return Result(Outcome.RETRYABLE, str(exc))
+        result: Result | None = None
+        try:
+            result = await self._deliver(firing, task)
+            return result
+        finally:
+            await gate.leave(probe=probe, down=result is None or result.unreachable)
+
+    async def _deliver(self, firing: dict[str, Any], task: dict[str, Any]) -> Result:
         kind = task["type"]
         try:
             if kind == "rest":
@@ -86,8 +132,43 @@ class Executors:
                 async with asyncio.timeout(task["timeout"]):
                     return await self._redis_send(firing, task)
         except TimeoutError:
-            return Result(Outcome.RETRYABLE, f"timed out after {task['timeout']:g}s")
+            return _timed_out(task["timeout"])
         return Result(Outcome.PERMANENT, f"unknown task type {kind!r}")
+
+    # -- client caches ---------------------------------------------------------
+
+    def _maybe_reap(self) -> None:
+        now = time.monotonic()
+        if now < self._next_reap:
+            return
+        self._next_reap = now + REAP_EVERY_S
+        self._reaping = asyncio.ensure_future(self.reap())
+
+    async def reap(self) -> None:
+        """Close clients of targets idle for ``CLIENT_IDLE_S``, and the least used past the cap.
+
+        Only a client whose target has nothing in flight or waiting is closed,
+        so no delivery loses its client mid-way.
+        """
+        self._http.reap()
+        now = time.monotonic()
+        for cache, closer in ((self._producers, _stop_producer), (self._redis, _close_redis)):
+            idle = []
+            for key in cache:
+                gate = self.gates.peek(self._gate_key(cache, key))
+                if gate is None:
+                    idle.append((0.0, key))  # its gate was dropped: long unused
+                elif gate.idle:
+                    idle.append((gate.used_at, key))
+            idle.sort()
+            over = max(len(cache) - CLIENT_CAP, 0)
+            for rank, (used_at, key) in enumerate(idle):
+                if rank < over or now - used_at > CLIENT_IDLE_S:
+                    client = cache.pop(key)
+                    await closer(client)
+
+    def _gate_key(self, cache: dict[str, Any], key: str) -> str:
+        return f"kafka:{key}" if cache is self._producers else f"redis:{key}"
 
     # -- REST ----------------------------------------------------------------
 
@@ -99,11 +180,11 @@ class Executors:
         try:
             status, reason = await self._http.post(conn["host"], body, headers, task["timeout"])
         except TimeoutError:
-            return Result(Outcome.RETRYABLE, f"timed out after {task['timeout']:g}s")
+            return _timed_out(task["timeout"])
         except ValueError as exc:
             return Result(Outcome.PERMANENT, f"invalid request: {exc}")
         except OSError as exc:  # refused, reset, DNS, TLS: ConnectionError and ssl.SSLError too
-            return Result(Outcome.RETRYABLE, f"{type(exc).__name__}: {exc}")
+            return Result(Outcome.RETRYABLE, f"{type(exc).__name__}: {exc}", unreachable=True)
         outcome = classify_http(status)
         if outcome is Outcome.SUCCESS:
             return Result(outcome)
@@ -194,6 +275,35 @@ class Executors:
             jobs.append((_send_prebuilt(built), members))
         rest = [index for index in range(len(records)) if index not in covered]
         groups = _by_topic(records, rest)
+        # Each cluster's gate once for the batch: its circuit may be open.
+        gates: dict[str, tuple[Gate, bool]] = {}
+        for host in {host for host, _ in groups}:
+            gate = self.gates.of(f"kafka:{host}")
+            try:
+                gates[host] = (gate, await gate.enter())
+            except Refused as exc:
+                for (other, _), indexes in groups.items():
+                    if other == host:
+                        for index in indexes:
+                            results[index] = Result(Outcome.RETRYABLE, str(exc))
+        groups = {key: indexes for key, indexes in groups.items() if key[0] in gates}
+        try:
+            await self._send_kafka(records, results, jobs, groups, limit)
+        finally:
+            for host, (gate, probe) in gates.items():
+                mine = [i for (other, _), ind in groups.items() if other == host for i in ind]
+                down = any((r := results[i]) is None or r.unreachable for i in mine)
+                await gate.leave(probe=probe, down=down)
+        return [result or Result(Outcome.PERMANENT, "not attempted") for result in results]
+
+    async def _send_kafka(
+        self,
+        records: list[KafkaRecord],
+        results: list[Result | None],
+        jobs: list[tuple[Awaitable[list[Sent]], list[int]]],
+        groups: dict[tuple[str, str], list[int]],
+        limit: float,
+    ) -> None:
         # Every cluster's producer at once: one silent cluster must not hold the others.
         hosts = list({host for host, _ in groups})
         started = await asyncio.gather(*map(self._producer, hosts), return_exceptions=True)
@@ -226,13 +336,12 @@ class Executors:
             for future in late:
                 future.cancel()
                 for index in pending[future]:
-                    results[index] = Result(Outcome.RETRYABLE, f"timed out after {limit:g}s")
+                    results[index] = _timed_out(limit)
             for future in done:
                 error = future.exception()
                 outcome = _kafka_failure(error) if error else Result(Outcome.SUCCESS)
                 for index in pending[future]:
                     results[index] = outcome
-        return [result or Result(Outcome.PERMANENT, "not attempted") for result in results]
 
     async def prebuild_kafka(self, records: list[KafkaRecord], timestamp_ms: int) -> list[Prebuilt]:
         """Append ``records`` into producer batches now, to be sent later by ``deliver_kafka``.
@@ -300,7 +409,7 @@ class Executors:
                 fields = {k: json.dumps(v) if k == "data" else str(v) for k, v in envelope.items()}
                 await client.xadd(conn["topic"], fields)  # type: ignore[arg-type]
         except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
-            return Result(Outcome.RETRYABLE, f"{type(exc).__name__}: {exc}")
+            return Result(Outcome.RETRYABLE, f"{type(exc).__name__}: {exc}", unreachable=True)
         except redis_errors.RedisError as exc:
             return Result(Outcome.PERMANENT, f"{type(exc).__name__}: {exc}")
         return Result(Outcome.SUCCESS)
@@ -313,15 +422,30 @@ class Executors:
             await client.aclose()
 
 
+def _timed_out(seconds: float) -> Result:
+    return Result(Outcome.RETRYABLE, f"timed out after {seconds:g}s", unreachable=True)
+
+
+def target_of(task: dict[str, Any]) -> str:
+    """What one connection pool serves: a REST origin, a Kafka bootstrap list, a Redis URL."""
+    host = str(task["connection"]["host"])
+    if task["type"] == "rest":
+        parts = urlsplit(host)
+        return f"{parts.scheme}://{parts.netloc}"
+    return f"{task['type']}:{host}"
+
+
 def _kafka_failure(exc: BaseException) -> Result:
     """A Kafka error as a result: the cluster's "not now" errors may be retried."""
+    if isinstance(exc, _KAFKA_UNREACHABLE):
+        return Result(Outcome.RETRYABLE, f"{type(exc).__name__}: {exc}", unreachable=True)
     if isinstance(exc, _KAFKA_RETRYABLE):
         return Result(Outcome.RETRYABLE, f"{type(exc).__name__}: {exc}")
     if isinstance(exc, kafka_errors.KafkaError):
         retryable = getattr(exc, "retriable", False)
         outcome = Outcome.RETRYABLE if retryable else Outcome.PERMANENT
         return Result(outcome, f"{type(exc).__name__}: {exc}")
-    return Result(Outcome.RETRYABLE, f"{type(exc).__name__}: {exc}")
+    return Result(Outcome.RETRYABLE, f"{type(exc).__name__}: {exc}", unreachable=True)
 
 
 #: From this many records for one partition on, they are sent as prebuilt batches.

@@ -28,12 +28,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import ssl
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 #: Idle connections kept per origin.
 MAX_IDLE = 256
+#: Idle connections kept in all, over every origin.
+MAX_IDLE_TOTAL = 1_024
+#: Seconds an idle connection is kept before it is closed.
+IDLE_S = 60.0
 USER_AGENT = "kafka-scheduler"
 
 
@@ -227,7 +232,9 @@ class HttpClient:
     """Kept-alive connections per origin, and :meth:`post`."""
 
     def __init__(self) -> None:
-        self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
+        #: Per origin, its idle connections, each with when it became idle.
+        self._idle: dict[tuple[str, str, int], list[tuple[_Connection, float]]] = {}
+        self._idle_count = 0
         self._targets: dict[str, Target] = {}
         self._ssl: ssl.SSLContext | None = None
 
@@ -266,19 +273,44 @@ class HttpClient:
             raise
         if keep and connection.usable:
             idle = self._idle.setdefault(origin, [])
-            if len(idle) < MAX_IDLE:
-                idle.append(connection)
+            if len(idle) < MAX_IDLE and self._idle_count < MAX_IDLE_TOTAL:
+                idle.append((connection, time.monotonic()))
+                self._idle_count += 1
             else:
                 connection.close()
         return status, reason
 
     def _take_idle(self, origin: tuple[str, str, int]) -> _Connection | None:
         idle = self._idle.get(origin)
+        fresh = time.monotonic() - IDLE_S
         while idle:
-            connection = idle.pop()
-            if connection.usable:
+            connection, since = idle.pop()
+            self._idle_count -= 1
+            if connection.usable and since >= fresh:
                 return connection
+            connection.close()
         return None
+
+    def reap(self) -> int:
+        """Close connections idle for more than ``IDLE_S``; forget origins left with none."""
+        fresh = time.monotonic() - IDLE_S
+        closed = 0
+        for origin, idle in list(self._idle.items()):
+            keep = [(c, since) for c, since in idle if since >= fresh and c.usable]
+            for connection, since in idle:
+                if since < fresh or not connection.usable:
+                    connection.close()
+                    closed += 1
+            if keep:
+                self._idle[origin] = keep
+            else:
+                del self._idle[origin]
+        self._idle_count -= closed
+        return closed
+
+    @property
+    def idle_connections(self) -> int:
+        return self._idle_count
 
     async def _connect(self, target: Target) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -298,9 +330,10 @@ class HttpClient:
 
     async def close(self) -> None:
         for idle in self._idle.values():
-            for connection in idle:
+            for connection, _ in idle:
                 connection.close()
         self._idle.clear()
+        self._idle_count = 0
 
 
 def _parse_url(url: str) -> Target:

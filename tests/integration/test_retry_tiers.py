@@ -60,7 +60,7 @@ async def test_a_retry_waits_in_its_tier_and_is_never_early(
 
 
 async def test_many_pending_retries_are_held_a_few_per_partition_and_committed(
-    make_worker: Any, http_target: HttpTarget, tmp_path: Any
+    make_worker: Any, http_target: HttpTarget
 ) -> None:
     """20,000 retries due in an hour: the worker moves them all to the one-hour
     tier that fits and commits them, holds at most a fetch's worth per partition of it,
@@ -81,7 +81,13 @@ async def test_many_pending_retries_are_held_a_few_per_partition_and_committed(
     assert http_target.of("pending") == []
 
     worker.stop(signal.SIGKILL)
-    again = worker.sibling(tmp_path / "again", same_port=True).start()
+    # Through make_worker, so that it is stopped after the test.
+    again = make_worker(
+        app_id=worker.app_id,
+        prefix=worker.prefix,
+        partitions=worker.partitions,
+        web_port=worker.web_port,
+    ).start()
     await asyncio.sleep(5)
     held = metric(again, "scheduler_retries_held")
     assert 0 < held <= again.partitions * (HOLD_MAX + FETCH_RECORDS), held

@@ -104,7 +104,7 @@ async def test_a_refused_dead_letter_stops_the_worker_before_its_firing_is_commi
 
 
 async def test_a_refused_firing_is_fired_again_once_the_broker_takes_it(
-    make_worker: Any, http_target: HttpTarget, tmp_path: Any
+    make_worker: Any, http_target: HttpTarget
 ) -> None:
     """The broker refuses the firing a wake-up writes (``firings`` takes no record
     that big): the worker stops without committing the wake-up, and once the
@@ -130,7 +130,8 @@ async def test_a_refused_firing_is_fired_again_once_the_broker_takes_it(
         await admin.alter_configs([resource])
     finally:
         await admin.close()
-    worker.sibling(tmp_path / "again").start()
+    # Through make_worker, so that it is stopped after the test.
+    make_worker(app_id=worker.app_id, prefix=worker.prefix, partitions=worker.partitions).start()
     await wait_for(lambda: len(http_target.of("late-big")) == 1, 60)
     assert http_target.of("late-big")[0]["body"] == {"job": "x" * 5_000}
 

@@ -11,6 +11,7 @@ import pytest
 from scheduler.devtools.broker import LocalBroker
 from scheduler.domain.retry import Outcome
 from scheduler.targets.executors import PRODUCER_START_S, Executors
+from tests.support import HttpTarget, Worker, metric, send_commands
 
 pytestmark = pytest.mark.integration
 
@@ -64,3 +65,102 @@ async def test_a_silent_kafka_cluster_holds_up_neither_another_nor_itself_for_lo
         silent.close()
         for writer in peers:
             writer.close()
+
+
+async def test_a_black_hole_rest_target_holds_only_its_share_of_the_slots(
+    worker: Worker, http_target: HttpTarget
+) -> None:
+    """300 firings to a host that accepts and never answers, then 30 to a healthy
+    one: the healthy ones go out at once, the black hole's beyond its share fail
+    fast as ``target busy``."""
+    peers: list[asyncio.StreamWriter] = []
+
+    async def accept_and_say_nothing(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peers.append(writer)
+
+    silent = await asyncio.start_server(accept_and_say_nothing, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    try:
+        hole = [
+            now_rest(f"hole-{i}", f"http://127.0.0.1:{port}/hook", timeout=60) for i in range(300)
+        ]
+        await send_commands(worker, *hole)
+        deadline = time.monotonic() + 30
+        while len(peers) < 64:
+            assert time.monotonic() < deadline, len(peers)
+            await asyncio.sleep(0.1)
+        started = time.time()
+        await send_commands(
+            worker, *[now_rest(f"fine-{i}", f"{http_target.url}/ok/fine") for i in range(30)]
+        )
+        while len(http_target.of("fine")) < 30:
+            assert time.time() - started < 15, len(http_target.of("fine"))
+            await asyncio.sleep(0.1)
+        assert metric(worker, "scheduler_deliveries_target_busy_total") > 0
+        # Its share: the per-target limit in flight (connections), never all 256 slots.
+        assert len(peers) <= 64 + 5
+    finally:
+        silent.close()
+        for writer in peers:
+            writer.close()
+
+
+def now_rest(key: str, url: str, **task: Any) -> dict[str, Any]:
+    return {
+        "client": {
+            "operation": "isolation",
+            "application": "exec",
+            "group": "itest",
+            "key": key,
+            "type": "scheduler",
+        },
+        "type": "now",
+        "task": {"type": "rest", "connection": {"host": url}, **task},
+    }
+
+
+async def test_idle_target_clients_are_closed_and_capped(
+    kafka: LocalBroker, http_target: HttpTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kafka producers beyond the cap and idle ones are closed (never one in use);
+    idle HTTP connections past their time are closed."""
+    from scheduler.targets import executors as module
+    from scheduler.targets import http1
+
+    executors = Executors()
+    try:
+        port = kafka.bootstrap.rsplit(":", 1)[1]
+        hosts = [kafka.bootstrap, f"localhost:{port}"]  # one broker, two "clusters"
+        for index, host in enumerate(hosts):
+            result = await executors.deliver(kafka_firing(host, "isolation-reap", f"r{index}"))
+            assert result.ok, result
+        rest = {
+            "firing_id": "fir_reap_rest",
+            "schedule_id": "sch_reap_rest",
+            "scheduled_for": "2030-01-01T00:00:00.000000Z",
+            "attempt": 1,
+            "task": {
+                "type": "rest",
+                "connection": {"host": f"{http_target.url}/ok/reap"},
+                "timeout": 5.0,
+            },
+        }
+        assert (await executors.deliver(rest)).ok
+        assert executors._http.idle_connections == 1
+        assert len(executors._producers) == 2
+
+        monkeypatch.setattr(module, "CLIENT_CAP", 1)
+        await executors.reap()
+        assert len(executors._producers) == 1  # the least recently used went
+        assert hosts[1] in executors._producers
+
+        monkeypatch.setattr(module, "CLIENT_IDLE_S", 0.0)
+        monkeypatch.setattr(http1, "IDLE_S", 0.0)
+        await asyncio.sleep(0.01)
+        await executors.reap()
+        assert executors._producers == {}
+        assert executors._http.idle_connections == 0
+        # A closed client is made again when it is needed.
+        assert (await executors.deliver(kafka_firing(hosts[0], "isolation-reap", "again"))).ok
+    finally:
+        await executors.close()

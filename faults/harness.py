@@ -1,0 +1,500 @@
+"""The fault suite's parts: a broker, workers, three real targets, a load, and a verifier.
+
+Everything is real: Kafka 4.1.1 (``scheduler.devtools.broker``), ``scheduler
+worker`` processes, an HTTP server, ``redis-server`` and a Kafka target
+topic. The load is ``delay-recur`` schedules with ``fire_all``, each
+command produced with a chosen Kafka timestamp, so every nominal instant is
+known in advance: ``accepted + k * interval``. The verifier compares what
+the targets received in a window with those instants.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from scheduler.devtools.broker import LocalBroker
+from scheduler.domain import ids
+
+SCHEDULER = str(Path(sys.executable).parent / "scheduler")
+KINDS = ("rest", "kafka", "redis")
+#: Partitions of the Kafka target topic.
+TARGET_PARTITIONS = 3
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def parse_instant(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def micros(instant: datetime) -> int:
+    return int((instant - EPOCH) / timedelta(microseconds=1))
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+# ----------------------------------------------------------------------- processes
+
+
+class Broker:
+    """The local broker, which a scenario may kill -9 and start again on the same data."""
+
+    def __init__(self, work: Path) -> None:
+        self.broker = LocalBroker(port=free_port(), data_dir=work / "kafka")
+
+    @property
+    def bootstrap(self) -> str:
+        return self.broker.bootstrap
+
+    def start(self) -> None:
+        self.broker.start(timeout=180)
+
+    def kill9(self) -> None:
+        pid = self.broker.pid
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            while self.broker.is_running:
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.broker.is_running:
+            self.broker.stop()
+
+
+class WorkerProcess:
+    """One ``scheduler worker`` of the suite's app."""
+
+    def __init__(self, cluster: Cluster, index: int) -> None:
+        self.cluster = cluster
+        self.index = index
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.peak_rss = 0
+
+    @property
+    def data_dir(self) -> Path:
+        return self.cluster.work / f"worker{self.index}"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env.update(
+            {
+                "SCHEDULER_BROKER": f"kafka://{self.cluster.broker.bootstrap}",
+                "SCHEDULER_APP_ID": self.cluster.app_id,
+                "SCHEDULER_TOPIC_PREFIX": self.cluster.prefix,
+                "SCHEDULER_PARTITIONS": str(self.cluster.partitions),
+                "SCHEDULER_WEB_PORT": str(self.port),
+                "SCHEDULER_DATA_DIR": str(self.data_dir),
+                "SCHEDULER_SESSION_TIMEOUT": "6",
+                "SCHEDULER_HEARTBEAT_INTERVAL": "0.5",
+                "SCHEDULER_LOG_LEVEL": "warning",
+            }
+        )
+        log = (self.cluster.work / f"worker{self.index}.log").open("ab")
+        self.proc = subprocess.Popen(
+            [SCHEDULER, "worker"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker {self.index} exited with {self.proc.returncode}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2).json().get("ready"):
+                    return
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"worker {self.index} not ready in {timeout:g}s")
+
+    def sample_rss(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            with open(f"/proc/{self.proc.pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        self.peak_rss = max(self.peak_rss, int(line.split()[1]) * 1024)
+        except OSError:
+            pass
+
+    def kill9(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+
+    def wipe(self) -> None:
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+class Redis:
+    def __init__(self, work: Path) -> None:
+        self.port = free_port()
+        self.work = work / "redis"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server not found: run scripts/system-deps")
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.work),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 20
+        while True:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+class HttpTarget:
+    """A real HTTP server that records what it receives (and may be told to fail)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.received: list[tuple[str, str, str, float]] = []
+        self.down = False
+        self._runner: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    async def start(self) -> None:
+        async def hook(request: web.Request) -> web.Response:
+            await request.read()
+            if self.down:
+                return web.Response(status=503)
+            h = request.headers
+            self.received.append(
+                (h["Idempotency-Key"], h["X-Schedule-Id"], h["X-Scheduled-For"], time.time())
+            )
+            return web.Response(status=204)
+
+        app = web.Application()
+        app.router.add_post("/hook", hook)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+# ----------------------------------------------------------------------- the cluster
+
+
+@dataclass
+class Cluster:
+    work: Path
+    workers: int = 3
+    partitions: int = 6
+    broker: Broker = field(init=False)
+    redis: Redis = field(init=False)
+    http: HttpTarget = field(init=False)
+    members: list[WorkerProcess] = field(default_factory=list)
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+
+    def __post_init__(self) -> None:
+        self.broker = Broker(self.work)
+        self.redis = Redis(self.work)
+        self.http = HttpTarget()
+
+    @property
+    def app_id(self) -> str:
+        return f"faults-{self.tag}"
+
+    @property
+    def prefix(self) -> str:
+        return f"f{self.tag}-"
+
+    @property
+    def target_topic(self) -> str:
+        return f"{self.prefix}target"
+
+    @property
+    def redis_list(self) -> str:
+        return f"{self.prefix}target"
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.broker.start)
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.broker.bootstrap)
+        await admin.start()
+        try:
+            # Stamped by the broker on arrival: the record's time is when it was delivered.
+            topic = NewTopic(
+                self.target_topic,
+                TARGET_PARTITIONS,
+                1,
+                topic_configs={"message.timestamp.type": "LogAppendTime"},
+            )
+            await admin.create_topics([topic])
+        finally:
+            await admin.close()
+        self.redis.start()
+        await self.http.start()
+        self.members = [WorkerProcess(self, index) for index in range(self.workers)]
+        for member in self.members:
+            member.start()
+        for member in self.members:
+            await asyncio.to_thread(member.wait_ready)
+
+    async def stop(self) -> None:
+        for member in self.members:
+            member.stop()
+        await self.http.stop()
+        self.redis.stop()
+        await asyncio.to_thread(self.broker.stop)
+
+    def sample(self) -> None:
+        for member in self.members:
+            member.sample_rss()
+
+
+# ----------------------------------------------------------------------- load and verifier
+
+
+@dataclass
+class Load:
+    """``count`` schedules firing every ``interval`` s, spread over the three target kinds."""
+
+    count: int
+    interval: int = 1
+    #: Per schedule id, its acceptance (its command's Kafka timestamp) in µs.
+    accepted: dict[str, int] = field(default_factory=dict)
+
+    def command(self, cluster: Cluster, index: int) -> tuple[str, dict[str, Any]]:
+        kind = KINDS[index % len(KINDS)]
+        client = {
+            "operation": "faults",
+            "application": cluster.tag,
+            "group": kind,
+            "key": f"s{index}",
+            "type": "scheduler",
+        }
+        sid = ids.schedule_id(*client.values())
+        connection: dict[str, Any]
+        if kind == "rest":
+            connection = {"host": cluster.http.url}
+        elif kind == "kafka":
+            connection = {"host": cluster.broker.bootstrap, "topic": cluster.target_topic}
+        else:
+            connection = {"host": cluster.redis.url, "topic": cluster.redis_list, "mode": "list"}
+        return sid, {
+            "client": client,
+            "type": "delay-recur",
+            "schedule": str(self.interval),
+            "misfire_policy": "fire_all",
+            "task": {
+                "type": kind,
+                "connection": connection,
+                "data": {"i": index},
+                "failed_policy": "retry",
+                "retry_wait": 2,
+                "max_retries": 1000,
+                "timeout": 5,
+            },
+        }
+
+    async def register(self, cluster: Cluster) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=cluster.broker.bootstrap, acks="all")
+        await producer.start()
+        try:
+            start_ms = int(time.time() * 1000)
+            for index in range(self.count):
+                sid, body = self.command(cluster, index)
+                # Spread over one interval, so the load is even.
+                stamp = start_ms + index * self.interval * 1000 // self.count
+                self.accepted[sid] = stamp * 1000
+                await producer.send(
+                    f"{cluster.prefix}schedule-commands",
+                    json.dumps(body).encode(),
+                    key=sid.encode(),
+                    timestamp_ms=stamp,
+                )
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    def expected(self, low: float, high: float) -> set[tuple[str, int]]:
+        """Every (schedule id, instant in µs) due in [low, high) (seconds since the epoch)."""
+        step = self.interval * 1_000_000
+        low_us, high_us = int(low * 1_000_000), int(high * 1_000_000)
+        out = set()
+        for sid, accepted in self.accepted.items():
+            k = max(1, -(-(low_us - accepted) // step))
+            while (at := accepted + k * step) < high_us:
+                out.add((sid, at))
+                k += 1
+        return out
+
+
+async def received(cluster: Cluster) -> list[tuple[str, str, str, float]]:
+    """Every delivery the three targets got: (firing id, schedule id, scheduled for, arrival)."""
+    out = list(cluster.http.received)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=cluster.broker.bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        # Up to the end as of now: the schedules go on firing meanwhile.
+        parts = [TopicPartition(cluster.target_topic, p) for p in range(TARGET_PARTITIONS)]
+        consumer.assign(parts)
+        ends = await consumer.end_offsets(parts)
+        await consumer.seek_to_beginning(*parts)
+        while await _behind(consumer, ends):
+            batch = await consumer.getmany(*parts, timeout_ms=1000)
+            for records in batch.values():
+                for record in records:
+                    h = {k: v.decode() for k, v in record.headers}
+                    out.append(
+                        (
+                            h["Idempotency-Key"],
+                            h["X-Schedule-Id"],
+                            h["X-Scheduled-For"],
+                            record.timestamp / 1000,
+                        )
+                    )
+    finally:
+        await consumer.stop()
+    from redis import asyncio as aioredis
+
+    redis = aioredis.Redis.from_url(cluster.redis.url)
+    try:
+        for raw in await redis.lrange(cluster.redis_list, 0, -1):
+            body = json.loads(raw)
+            # The list keeps no arrival time: lateness is taken from REST and Kafka.
+            out.append((body["firing_id"], body["schedule_id"], body["scheduled_for"], -1.0))
+    finally:
+        await redis.aclose()
+    return out
+
+
+async def _behind(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
+    for tp, end in ends.items():
+        if await consumer.position(tp) < end:
+            return True
+    return False
+
+
+@dataclass
+class Verdict:
+    expected: int
+    delivered: int
+    missing: int
+    duplicated: int
+    wrong: int
+    worst_late_s: float
+    p99_late_s: float
+    missing_examples: list[Any]
+    wrong_examples: list[Any]
+
+    def ok(self) -> bool:
+        return self.missing == 0 and self.wrong == 0
+
+
+def verify(load: Load, got: list[tuple[str, str, str, float]], low: float, high: float) -> Verdict:
+    """Compare what the targets got for instants in [low, high) with what was due."""
+    expected = load.expected(low, high)
+    low_us, high_us = int(low * 1_000_000), int(high * 1_000_000)
+    by_key: dict[tuple[str, int], list[tuple[str, float]]] = {}
+    wrong = []
+    for firing_id, sid, scheduled_for, arrived in got:
+        instant = parse_instant(scheduled_for)
+        at = micros(instant)
+        if sid not in load.accepted or not low_us <= at < high_us:
+            continue
+        if (sid, at) not in expected or firing_id != ids.firing_id(sid, instant):
+            wrong.append((firing_id, sid, scheduled_for))
+            continue
+        by_key.setdefault((sid, at), []).append((firing_id, arrived))
+    missing = sorted(expected - set(by_key))
+    duplicated = sum(len(v) - 1 for v in by_key.values())
+    late = sorted(
+        min(a for _, a in v if a >= 0) - at / 1_000_000
+        for (_, at), v in by_key.items()
+        if any(a >= 0 for _, a in v)
+    )
+    return Verdict(
+        expected=len(expected),
+        delivered=len(by_key),
+        missing=len(missing),
+        duplicated=duplicated,
+        wrong=len(wrong),
+        worst_late_s=round(late[-1], 3) if late else 0.0,
+        p99_late_s=round(late[max(int(len(late) * 0.99) - 1, 0)], 3) if late else 0.0,
+        missing_examples=missing[:5],
+        wrong_examples=wrong[:5],
+    )
