@@ -23,6 +23,7 @@ from rq_scheduler import Scheduler
 from bench import procs, stats
 from bench.ours import Context, sleep_until, watch_recovery
 from bench.rq_peer import deliver
+from scheduler.devtools.redis import command as redis_command
 
 APS = ("apscheduler-memory", "apscheduler-sqlite")
 RQ = "rq-scheduler"
@@ -122,25 +123,10 @@ class RqStack:
         return f"redis://127.0.0.1:{self.redis_port}/0"
 
     async def start(self, schedulers: int = 1) -> RqStack:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server not found (apt-get install redis-server)")
         self.dir.mkdir(parents=True, exist_ok=True)
         self.redis_port = procs.free_port()
         self.redis = procs.spawn(
-            [
-                binary,
-                "--port",
-                str(self.redis_port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.dir),
-            ],
+            redis_command(self.redis_port, self.dir),
             log=self.ctx.log(f"redis-{self.redis_port}"),
         )
         await asyncio.to_thread(procs.wait_port, self.redis_port, self.redis, 30, "redis-server")

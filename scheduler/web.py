@@ -112,16 +112,29 @@ class CommandsView(web.View):
             )
         try:
             body = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            return _error(self, 400, "bad_json", f"body is not valid JSON: {exc}")
+        except (ValueError, RecursionError) as exc:
+            # Not JSON, not UTF-8, an integer past 4,300 digits, or nested too deep.
+            detail = (str(exc) or type(exc).__name__)[:200]
+            return _error(self, 400, "bad_json", f"body is not valid JSON: {detail}")
         items = body if isinstance(body, list) else [body]
         accepted = []
         for index, item in enumerate(items):
+            if not isinstance(item, dict):
+                return _error(
+                    self,
+                    400,
+                    "bad_json",
+                    f"a command must be a JSON object, got {type(item).__name__}",
+                    index=index,
+                )
             try:
-                text = json.dumps(item).encode() if isinstance(item, dict) else item
+                text = json.dumps(item).encode()
                 command = parse_command(text, max_bytes=settings.max_command_bytes)
             except InvalidCommand as exc:
                 return _error(self, 400, exc.error, exc.detail, field=exc.field, index=index)
+            except Exception as exc:  # a fault of ours: still a clear answer, not a 500
+                why = f"cannot read the command: {type(exc).__name__}: {str(exc)[:200]}"
+                return _error(self, 400, "unreadable", why, index=index)
             try:
                 accepted.append((command, json.dumps(item, ensure_ascii=False).encode("utf-8")))
             except UnicodeEncodeError as exc:

@@ -14,6 +14,7 @@ import pytest
 
 from scheduler import patches
 from scheduler.devtools.broker import LocalBroker
+from scheduler.devtools.redis import RedisServer
 from tests.support import Worker, free_port
 
 
@@ -73,47 +74,11 @@ def make_worker(kafka: LocalBroker, tmp_path: Path) -> Iterator[type[Worker] | o
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real redis-server on a free port (installed by scripts/system-deps)."""
-    import shutil
-    import subprocess
-    import time
-
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server not found: run scripts/system-deps (apt-get install)")
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    import socket
-
-    deadline = time.monotonic() + 20
-    while True:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("redis-server did not start")
-        time.sleep(0.05)
+    server = RedisServer(free_port(), tmp_path_factory.mktemp("redis")).start()
     try:
-        yield f"redis://127.0.0.1:{port}/0"
+        yield server.url
     finally:
-        proc.terminate()
-        proc.wait(10)
+        server.stop()
 
 
 @pytest.fixture

@@ -102,12 +102,37 @@ class Client(_Strict):
         return ids.schedule_id(self.operation, self.application, self.group, self.key, self.type)
 
 
+#: An HTTP header name: an RFC 9110 token.
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+#: Headers a command may set, and their total size.
+MAX_HEADERS = 64
+MAX_HEADER_BYTES = 16_384
+
+
 class Connection(_Strict):
     host: Text
     headers: dict[str, str] = Field(default_factory=dict)
     topic: Text | None = None
     key: Text | None = None
     mode: RedisMode | None = None
+
+    @field_validator("headers")
+    @classmethod
+    def _valid_headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        # Checked here, at the edge, rather than at each delivery: a line break
+        # in a value would end the header and start another (header injection).
+        if len(headers) > MAX_HEADERS:
+            raise ValueError(f"at most {MAX_HEADERS} headers (got {len(headers)})")
+        size = 0
+        for name, value in headers.items():
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(f"header name {name[:80]!r} is not a valid HTTP token")
+            if any(ch in value for ch in "\r\n\x00"):
+                raise ValueError(f"header {name!r}: its value holds a line break or NUL")
+            size += len(name) + len(value)
+        if size > MAX_HEADER_BYTES:
+            raise ValueError(f"headers total {size} characters, more than {MAX_HEADER_BYTES}")
+        return headers
 
 
 class Task(_Strict):
@@ -286,6 +311,8 @@ def parse_command(raw: bytes | str | dict[str, Any], *, max_bytes: int = 262_144
                 f"command is {size} bytes, more than the limit of {max_bytes} bytes",
                 value=size,
             )
+        if _SURROGATE_ESCAPE.search(raw.encode("utf-8") if isinstance(raw, str) else raw):
+            _refuse_lone_surrogates(raw)
         try:
             # pydantic reads the JSON itself, in about half the time of
             # json.loads and model_validate; on any error the slow path below
@@ -295,8 +322,12 @@ def parse_command(raw: bytes | str | dict[str, Any], *, max_bytes: int = 262_144
             pass
         try:
             data = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InvalidCommand("bad_json", f"command is not valid JSON: {exc}") from None
+        except (ValueError, RecursionError) as exc:
+            # ValueError: not JSON, not UTF-8, or an integer past Python's 4,300
+            # digits; RecursionError: nested deeper than the parser goes.
+            raise InvalidCommand(
+                "bad_json", f"command is not valid JSON: {(str(exc) or type(exc).__name__)[:200]}"
+            ) from None
     if not isinstance(data, dict):
         raise InvalidCommand(
             "bad_json", f"command must be a JSON object, got {type(data).__name__}", value=data
@@ -307,6 +338,23 @@ def parse_command(raw: bytes | str | dict[str, Any], *, max_bytes: int = 262_144
         raise from_validation_error(exc) from None
     except InvalidSchedule as exc:
         raise InvalidCommand("invalid_command", f"schedule: {exc}") from None
+
+
+#: A JSON escape of a UTF-16 surrogate: legal JSON, and a lone one decodes to
+#: text that cannot be encoded again (schedule ids, deliveries, the topics).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _refuse_lone_surrogates(raw: bytes | str) -> None:
+    """Raise ``InvalidCommand`` if the JSON holds a surrogate escape not part of a pair."""
+    try:
+        json.dumps(json.loads(raw), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidCommand(
+            "bad_json", f"command holds a lone UTF-16 surrogate escape ({exc.reason})"
+        ) from None
+    except (ValueError, RecursionError):
+        pass  # not JSON: the parse below says so
 
 
 def from_validation_error(exc: ValidationError) -> InvalidCommand:

@@ -52,6 +52,10 @@ async def _accept(event: Any, outbox: Outbox) -> None:
     except InvalidCommand as exc:
         await reject(exc, event.key, raw)
         return
+    except Exception as exc:  # a fault of ours, but the command must not vanish unsaid
+        why = f"cannot read the command: {type(exc).__name__}: {str(exc)[:200]}"
+        await reject(InvalidCommand("unreadable", why), event.key, raw)
+        return
     accepted_at = datetime.fromtimestamp(event.message.timestamp, tz=UTC)
     _accepted.inc()
     sid = command.schedule_id.encode()

@@ -221,3 +221,34 @@ def test_a_stored_command_is_read_back_without_the_checks_of_a_new_one() -> None
     # The shape is still checked: a stored command is a command.
     with pytest.raises(ValueError):
         Command.from_json_bytes(stored.replace(b'"client":', b'"cliant":', 1))
+
+
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        ({"X-Evil": "a\r\nInjected: yes"}, "its value holds a line break or NUL"),
+        ({"X-Evil": "a\x00b"}, "its value holds a line break or NUL"),
+        ({"Bad Name": "x"}, "is not a valid HTTP token"),
+        ({f"X-{i}": "v" for i in range(65)}, "at most 64 headers"),
+        ({"X-Big": "v" * 20_000}, "more than 16384"),
+    ],
+)
+def test_headers_that_would_break_a_request_are_refused_naming_the_field(
+    headers: dict[str, str], message: str
+) -> None:
+    data = command()
+    data["task"]["connection"]["headers"] = headers
+    err = rejected(data)
+    assert err.field == "task.connection.headers"
+    assert message in err.detail
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"[" * 100_000 + b"]" * 100_000, b'{"a": ' + b"9" * 5_000 + b"}"],
+    ids=["nested-100k", "int-5000-digits"],
+)
+def test_json_beyond_the_parsers_limits_is_bad_json_not_a_crash(raw: bytes) -> None:
+    err = rejected(raw)
+    assert err.error == "bad_json"
+    assert len(err.detail) < 300
