@@ -73,11 +73,12 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(default=256, ge=1, le=10_000)
     """Deliveries running at once per worker (all targets together)."""
 
-    max_in_flight_per_target: int = Field(default=64, ge=1, le=10_000)
+    max_in_flight_per_target: int = Field(default=128, ge=1, le=10_000)
     """Deliveries running at once to one target (a REST origin, a Kafka cluster, a
-    Redis server), and as many more waiting; past that a delivery fails at once
-    as retryable (``scheduler.targets.guard``). So one target that hangs holds at
-    most twice this many of ``max_in_flight``."""
+    Redis server); 8 times as many more may wait, without holding a worker
+    slot, and past that a delivery is put off for a second on ``firings-retry``
+    (``scheduler.targets.guard``). So one target that hangs holds at most this
+    many of ``max_in_flight``."""
 
     producer_batch_bytes: int = Field(default=1_000_000, ge=16_384)
     """Kafka producer batch size per partition (bytes)."""

@@ -142,11 +142,11 @@ class CommandsView(web.View):
                     self, 400, "bad_text", f"body holds text that is not UTF-8: {exc}", index=index
                 )
         # 202 only once the broker has every command: the answer is a promise.
-        sent = [
-            await commands_topic.send(key=command.schedule_id.encode(), value=text)
-            for command, text in accepted
-        ]
         try:
+            sent = [
+                await commands_topic.send(key=command.schedule_id.encode(), value=text)
+                for command, text in accepted
+            ]
             await asyncio.gather(*sent)
         except Exception as exc:
             return _error(

@@ -43,6 +43,8 @@ class Result:
     error: str | None = None
     unreachable: bool = False
     """The target did not answer at all (refused, reset, timed out): counts for its breaker."""
+    deferred: bool = False
+    """Not attempted: the target had too much in flight. Put off, not counted as an attempt."""
 
     @property
     def ok(self) -> bool:

@@ -62,7 +62,11 @@ async def _accept(event: Any, outbox: Outbox) -> None:
     partition = event.message.partition
     owner = owner_partition(sid)
     if event.key == sid and partition == owner:
-        await apply(sid, command, accepted_at, raw, partition, outbox)
+        try:
+            await apply(sid, command, accepted_at, raw, partition, outbox)
+        except Exception as exc:  # a fault of ours: said on the rejected topic, not lost unsaid
+            why = f"cannot apply the command: {type(exc).__name__}: {str(exc)[:200]}"
+            await reject(InvalidCommand("unreadable", why), event.key, raw)
         return
     envelope = {
         "kind": "command",

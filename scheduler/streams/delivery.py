@@ -27,6 +27,7 @@ import heapq
 import json
 import logging
 from collections.abc import Awaitable
+from datetime import timedelta
 from typing import Any
 
 from scheduler import clock, gcpace, metrics
@@ -45,7 +46,7 @@ from scheduler.domain.timefmt import format_utc, parse_utc
 from scheduler.patches import produce_guard
 from scheduler.patches.batching import take_queued
 from scheduler.streams import history
-from scheduler.targets.executors import Executors, KafkaRecord, Prebuilt, kafka_record
+from scheduler.targets.executors import Executors, KafkaRecord, Prebuilt, Slot, kafka_record
 from scheduler.topics import dead_topic, firings_topic, name_of, retry_topic
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,13 @@ _fetched: Any = None
 
 _succeeded = metrics.counter("scheduler_deliveries_succeeded_total", "deliveries that succeeded")
 _failed = metrics.counter("scheduler_deliveries_failed_total", "delivery attempts that failed")
+#: Seconds a delivery its target had no room for is put off.
+DEFER_S = 1.0
+
+_deferred = metrics.counter(
+    "scheduler_deliveries_deferred_total",
+    "deliveries put off on firings-retry, not attempted: their target had too much in flight",
+)
 _retried = metrics.counter("scheduler_deliveries_retried_total", "failures sent to firings-retry")
 _dead = metrics.counter("scheduler_deliveries_dead_total", "firings sent to firings-dead")
 _revocations = metrics.counter(
@@ -79,7 +87,7 @@ def slots() -> asyncio.Semaphore:
     return _slots
 
 
-async def attempt(firing: dict[str, Any]) -> None:
+async def attempt(firing: dict[str, Any], slot: Slot | None = None) -> None:
     """One delivery attempt, then whatever its outcome calls for.
 
     Raises only :class:`ProduceFailed`, after which the firing must stay
@@ -87,7 +95,7 @@ async def attempt(firing: dict[str, Any]) -> None:
     """
     _in_flight.inc()
     try:
-        result = await executors.deliver(firing)
+        result = await executors.deliver(firing, slot)
     except Exception as exc:  # a fault of ours, not the target's: a failed attempt
         log.exception("delivery of %s failed unexpectedly", firing.get("firing_id"))
         result = Result(Outcome.RETRYABLE, shorten(f"{type(exc).__name__}: {exc}"))
@@ -154,6 +162,19 @@ async def _conclude(firing: dict[str, Any], result: Result) -> None:
         _delivered(firing["firing_id"], number)
         if keep_history:
             await history.record(sid, "succeeded", **common)
+        return
+    if result.deferred:
+        # Never tried (its target had too much in flight): put off on the retry
+        # topic whatever the policy, as the same attempt, never dead-lettered.
+        later = clock.now() + timedelta(seconds=DEFER_S)
+        body = {
+            **{k: v for k, v in firing.items() if k not in _CONCLUSION_FIELDS},
+            "not_before": format_utc(later, micros=True),
+            "last_error": shorten(result.error),
+            "errors": firing.get("errors", []),
+        }
+        await _produce(retry_topic, sid.encode(), body)
+        _deferred.inc()
         return
     _failed.inc()
     now = clock.now()
@@ -543,13 +564,14 @@ async def _take(stream: Any, event: Any) -> None:
 
 
 async def _settle(firing: dict[str, Any], message: Any) -> None:
+    slot = Slot(slots())  # acquired by _start
     try:
-        await attempt(firing)
+        await attempt(firing, slot)
     except Exception as exc:
         stuck(firing.get("firing_id"), exc)
         return
     finally:
-        slots().release()
+        slot.release()
     _ack(message)
 
 

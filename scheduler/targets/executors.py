@@ -56,6 +56,7 @@ _KAFKA_RETRYABLE = (
 
 #: Kafka errors that say the cluster cannot be reached at all (for the breaker).
 _KAFKA_UNREACHABLE = (
+    kafka_errors.ProducerClosed,
     kafka_errors.KafkaConnectionError,
     kafka_errors.KafkaTimeoutError,
     kafka_errors.NodeNotReadyError,
@@ -68,6 +69,9 @@ _KAFKA_UNREACHABLE = (
 #: without a linger a steady stream would spend its CPU on writes of one record
 #: each (measured in bench/); 5 ms adds at most that much to a delivery's lateness.
 DELIVERY_LINGER_MS = 5
+
+#: Deliveries that may wait at a target's gate, per delivery it lets run.
+WAITING_PER_LIMIT = 8
 
 #: Kafka producers and Redis clients kept at most, over every target.
 CLIENT_CAP = 32
@@ -93,31 +97,48 @@ PRODUCER_START_S = 10.0
 class Executors:
     """The pooled clients of one worker, and ``deliver`` for any task type."""
 
-    def __init__(self, *, max_connections: int = 256, per_target: int = 64) -> None:
+    def __init__(self, *, max_connections: int = 256, per_target: int = 128) -> None:
         self._max_connections = max_connections
-        self.gates = Gates(Limits(limit=per_target, queue=per_target))
+        self.gates = Gates(Limits(limit=per_target, queue=WAITING_PER_LIMIT * per_target))
         self._next_reap = time.monotonic() + REAP_EVERY_S
+        self._last_used: dict[tuple[int, str], float] = {}
         self._reaping: asyncio.Future[None] | None = None
         self._http = HttpClient()
         self._producers: dict[str, AIOKafkaProducer] = {}
         self._starting: dict[str, asyncio.Future[AIOKafkaProducer]] = {}
         self._redis: dict[str, aioredis.Redis] = {}  # redis: imported on first use (heavy)
 
-    async def deliver(self, firing: dict[str, Any]) -> Result:
-        """One delivery, through its target's gate (``scheduler.targets.guard``)."""
+    async def deliver(self, firing: dict[str, Any], slot: Slot | None = None) -> Result:
+        """One delivery, through its target's gate (``scheduler.targets.guard``).
+
+        ``slot``: the worker-wide delivery slot the caller holds, if any. It is
+        given back while the delivery waits at its target's gate and taken
+        again once through, so deliveries queued for one busy target never
+        hold the slots other targets need.
+        """
         self._maybe_reap()
         task = firing["task"]
-        gate = self.gates.of(target_of(task))
         try:
-            probe = await gate.enter()
+            gate = self.gates.of(target_of(task))
+        except (ValueError, KeyError, TypeError) as exc:
+            return Result(Outcome.PERMANENT, f"invalid target: {exc}")
+        try:
+            probe = await gate.enter(before_wait=slot.give_back if slot is not None else None)
         except Refused as exc:
-            return Result(Outcome.RETRYABLE, str(exc))
+            return _refused(exc)
+        if slot is not None and not slot.held:
+            try:
+                await slot.take()
+            except BaseException:
+                await gate.leave(probe=probe, down=None)
+                raise
         result: Result | None = None
         try:
             result = await self._deliver(firing, task)
             return result
         finally:
-            await gate.leave(probe=probe, down=result is None or result.unreachable)
+            # No result: cancelled (a rebalance), which says nothing of the target.
+            await gate.leave(probe=probe, down=None if result is None else result.unreachable)
 
     async def _deliver(self, firing: dict[str, Any], task: dict[str, Any]) -> Result:
         kind = task["type"]
@@ -139,10 +160,19 @@ class Executors:
 
     def _maybe_reap(self) -> None:
         now = time.monotonic()
-        if now < self._next_reap:
+        if now < self._next_reap or (self._reaping is not None and not self._reaping.done()):
             return
         self._next_reap = now + REAP_EVERY_S
-        self._reaping = asyncio.ensure_future(self.reap())
+        self._reaping = asyncio.ensure_future(self._reap_logged())
+
+    async def _reap_logged(self) -> None:
+        try:
+            await self.reap()
+        except Exception:
+            log.exception("closing idle target clients failed")
+
+    def _used(self, cache: dict[str, Any], key: str) -> None:
+        self._last_used[(id(cache), key)] = time.monotonic()
 
     async def reap(self) -> None:
         """Close clients of targets idle for ``CLIENT_IDLE_S``, and the least used past the cap.
@@ -151,21 +181,25 @@ class Executors:
         so no delivery loses its client mid-way.
         """
         self._http.reap()
-        now = time.monotonic()
         for cache, closer in ((self._producers, _stop_producer), (self._redis, _close_redis)):
-            idle = []
-            for key in cache:
-                gate = self.gates.peek(self._gate_key(cache, key))
-                if gate is None:
-                    idle.append((0.0, key))  # its gate was dropped: long unused
-                elif gate.idle:
-                    idle.append((gate.used_at, key))
-            idle.sort()
+            now = time.monotonic()
+            # Last use as the clients themselves saw it (a prebuild uses a
+            # producer without a gate), least recent first.
+            ranked = sorted(
+                (self._last_used.get((id(cache), key), now), key) for key in list(cache)
+            )
             over = max(len(cache) - CLIENT_CAP, 0)
-            for rank, (used_at, key) in enumerate(idle):
-                if rank < over or now - used_at > CLIENT_IDLE_S:
-                    client = cache.pop(key)
-                    await closer(client)
+            for rank, (_, key) in enumerate(ranked):
+                # Looked at again now: an earlier close may have let a delivery in.
+                used = self._last_used.get((id(cache), key), now)
+                if not (rank < over or now - used > CLIENT_IDLE_S) or key not in cache:
+                    continue
+                gate = self.gates.peek(self._gate_key(cache, key))
+                if gate is not None and not gate.idle:
+                    continue
+                client = cache.pop(key)
+                self._last_used.pop((id(cache), key), None)
+                await closer(client)
 
     def _gate_key(self, cache: dict[str, Any], key: str) -> str:
         return f"kafka:{key}" if cache is self._producers else f"redis:{key}"
@@ -199,6 +233,7 @@ class Executors:
         ``PRODUCER_START_S``: a silent host would otherwise hold every Kafka
         delivery of the worker behind it.
         """
+        self._used(self._producers, bootstrap)
         producer = self._producers.get(bootstrap)
         if producer is not None:
             return producer
@@ -275,24 +310,31 @@ class Executors:
             jobs.append((_send_prebuilt(built), members))
         rest = [index for index in range(len(records)) if index not in covered]
         groups = _by_topic(records, rest)
-        # Each cluster's gate once for the batch: its circuit may be open.
+        self._maybe_reap()
+        # Each cluster's gate once for the batch: its circuit may be open. No
+        # waiting here (a batch waiting on one cluster would hold up the others).
         gates: dict[str, tuple[Gate, bool]] = {}
-        for host in {host for host, _ in groups}:
-            gate = self.gates.of(f"kafka:{host}")
-            try:
-                gates[host] = (gate, await gate.enter())
-            except Refused as exc:
-                for (other, _), indexes in groups.items():
-                    if other == host:
-                        for index in indexes:
-                            results[index] = Result(Outcome.RETRYABLE, str(exc))
-        groups = {key: indexes for key, indexes in groups.items() if key[0] in gates}
         try:
+            for host in sorted({host for host, _ in groups}):
+                gate = self.gates.of(f"kafka:{host}")
+                try:
+                    gates[host] = (gate, await gate.enter(wait=False))
+                except Refused as exc:
+                    for (other, _), indexes in groups.items():
+                        if other == host:
+                            for index in indexes:
+                                results[index] = _refused(exc)
+            groups = {key: indexes for key, indexes in groups.items() if key[0] in gates}
             await self._send_kafka(records, results, jobs, groups, limit)
         finally:
             for host, (gate, probe) in gates.items():
                 mine = [i for (other, _), ind in groups.items() if other == host for i in ind]
-                down = any((r := results[i]) is None or r.unreachable for i in mine)
+                answers = [results[i] for i in mine]
+                down = (
+                    None
+                    if any(r is None for r in answers)
+                    else any(r is not None and r.unreachable for r in answers)
+                )
                 await gate.leave(probe=probe, down=down)
         return [result or Result(Outcome.PERMANENT, "not attempted") for result in results]
 
@@ -384,6 +426,7 @@ class Executors:
     # -- Redis ---------------------------------------------------------------
 
     def _redis_client(self, url: str) -> aioredis.Redis:
+        self._used(self._redis, url)
         client = self._redis.get(url)
         if client is None:
             from redis import asyncio as aioredis
@@ -420,6 +463,36 @@ class Executors:
             await producer.stop()
         for client in self._redis.values():
             await client.aclose()
+
+
+class Slot:
+    """A worker-wide delivery slot (one permit of ``semaphore``), which can be given back."""
+
+    __slots__ = ("held", "semaphore")
+
+    def __init__(self, semaphore: asyncio.Semaphore) -> None:
+        self.semaphore = semaphore
+        self.held = True  # the caller acquired it
+
+    def give_back(self) -> None:
+        if self.held:
+            self.held = False
+            self.semaphore.release()
+
+    async def take(self) -> None:
+        await self.semaphore.acquire()
+        self.held = True
+
+    def release(self) -> None:
+        """Done with it (if it is still held)."""
+        self.give_back()
+
+
+def _refused(exc: Refused) -> Result:
+    """A gate's refusal: put off (busy) or failed (circuit open)."""
+    if exc.busy:
+        return Result(Outcome.RETRYABLE, str(exc), deferred=True)
+    return Result(Outcome.RETRYABLE, str(exc), unreachable=True)
 
 
 def _timed_out(seconds: float) -> Result:

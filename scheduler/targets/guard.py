@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from scheduler import metrics
@@ -40,7 +41,15 @@ _trips = metrics.counter("scheduler_circuit_trips_total", "circuits opened after
 
 
 class Refused(Exception):
-    """The gate let the delivery not through; ``str`` says why."""
+    """The gate let the delivery not through; ``str`` says why.
+
+    ``busy``: the target is healthy but has too much in flight (the delivery
+    is put off, not failed); else its circuit is open (a failure).
+    """
+
+    def __init__(self, message: str, *, busy: bool) -> None:
+        super().__init__(message)
+        self.busy = busy
 
 
 @dataclass
@@ -64,8 +73,13 @@ class Gate:
         self._free = asyncio.Condition()
         self.used_at = time.monotonic()
 
-    async def enter(self) -> bool:
-        """Wait for a place; True if this delivery is the circuit's probe. Raises Refused."""
+    async def enter(
+        self, *, wait: bool = True, before_wait: Callable[[], None] | None = None
+    ) -> bool:
+        """Wait for a place (or, without ``wait``, refuse at once if there is none).
+
+        True if this delivery is the circuit's probe. Raises :class:`Refused`.
+        """
         self.used_at = time.monotonic()
         probe = False
         if self.open_until:
@@ -73,18 +87,23 @@ class Gate:
                 _short.inc()
                 raise Refused(
                     f"circuit open after {self.failures} failures in a row; "
-                    f"trying again in {max(self.open_until - time.monotonic(), 0):.1f}s"
+                    f"trying again in {max(self.open_until - time.monotonic(), 0):.1f}s",
+                    busy=False,
                 )
             self.probing = probe = True
         if self.in_flight >= self.limits.limit:
-            if self.waiting >= self.limits.queue:
+            if not wait or self.waiting >= self.limits.queue:
                 if probe:
                     self.probing = False
                 _busy.inc()
                 raise Refused(
-                    f"target busy: {self.in_flight} deliveries in flight and {self.waiting} waiting"
+                    f"target busy: {self.in_flight} deliveries in flight and "
+                    f"{self.waiting} waiting",
+                    busy=True,
                 )
             self.waiting += 1
+            if before_wait is not None:
+                before_wait()
             try:
                 async with self._free:
                     await self._free.wait_for(lambda: self.in_flight < self.limits.limit)
@@ -97,13 +116,19 @@ class Gate:
         self.in_flight += 1
         return probe
 
-    async def leave(self, *, probe: bool, down: bool) -> None:
-        """A delivery is over; ``down``: it failed as if the target were unreachable."""
+    async def leave(self, *, probe: bool, down: bool | None) -> None:
+        """A delivery is over; ``down``: it failed as if the target were unreachable.
+
+        ``None``: it says nothing of the target (it was cancelled), and counts for
+        neither side of the breaker.
+        """
         self.in_flight -= 1
         self.used_at = time.monotonic()
         if probe:
             self.probing = False
-        if down:
+        if down is None:
+            pass
+        elif down:
             self.failures += 1
             if probe or self.failures >= self.limits.trip_after:
                 if not self.open_until or probe:
@@ -113,7 +138,9 @@ class Gate:
             self.failures = 0
             self.open_until = 0.0
         async with self._free:
-            self._free.notify(1)
+            # All, not one: a waiter woken and then cancelled would swallow a
+            # single notification, and the others would sleep on.
+            self._free.notify_all()
 
     @property
     def idle(self) -> bool:

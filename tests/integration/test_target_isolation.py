@@ -11,7 +11,7 @@ import pytest
 from scheduler.devtools.broker import LocalBroker
 from scheduler.domain.retry import Outcome
 from scheduler.targets.executors import PRODUCER_START_S, Executors
-from tests.support import HttpTarget, Worker, metric, send_commands
+from tests.support import HttpTarget, Worker, send_commands
 
 pytestmark = pytest.mark.integration
 
@@ -71,8 +71,7 @@ async def test_a_black_hole_rest_target_holds_only_its_share_of_the_slots(
     worker: Worker, http_target: HttpTarget
 ) -> None:
     """300 firings to a host that accepts and never answers, then 30 to a healthy
-    one: the healthy ones go out at once, the black hole's beyond its share fail
-    fast as ``target busy``."""
+    one: the healthy ones go out at once; the black hole holds only its share."""
     peers: list[asyncio.StreamWriter] = []
 
     async def accept_and_say_nothing(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -86,7 +85,7 @@ async def test_a_black_hole_rest_target_holds_only_its_share_of_the_slots(
         ]
         await send_commands(worker, *hole)
         deadline = time.monotonic() + 30
-        while len(peers) < 64:
+        while len(peers) < 128:
             assert time.monotonic() < deadline, len(peers)
             await asyncio.sleep(0.1)
         started = time.time()
@@ -96,9 +95,9 @@ async def test_a_black_hole_rest_target_holds_only_its_share_of_the_slots(
         while len(http_target.of("fine")) < 30:
             assert time.time() - started < 15, len(http_target.of("fine"))
             await asyncio.sleep(0.1)
-        assert metric(worker, "scheduler_deliveries_target_busy_total") > 0
-        # Its share: the per-target limit in flight (connections), never all 256 slots.
-        assert len(peers) <= 64 + 5
+        # Its share: the per-target limit in flight (connections), never all 256 slots;
+        # the rest wait at its gate without holding a slot.
+        assert len(peers) <= 128 + 5
     finally:
         silent.close()
         for writer in peers:

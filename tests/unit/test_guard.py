@@ -64,3 +64,43 @@ def test_targets_are_origins_clusters_and_servers() -> None:
     assert target_of(rest) == "https://api.example.com:8443"
     kafka = {"type": "kafka", "connection": {"host": "b1:9092,b2:9092", "topic": "t"}}
     assert target_of(kafka) == "kafka:b1:9092,b2:9092"
+
+
+async def test_a_batch_does_not_wait_and_a_cancelled_delivery_counts_for_nothing() -> None:
+    gate = Gates(Limits(limit=1, queue=5, trip_after=1, open_s=60)).of("kafka:y")
+    await gate.enter()
+    with pytest.raises(Refused, match="target busy") as refused:
+        await gate.enter(wait=False)
+    assert refused.value.busy
+    await gate.leave(probe=False, down=None)  # cancelled: neither a failure nor a success
+    assert gate.failures == 0 and not gate.open_until
+    await gate.enter()
+    await gate.leave(probe=False, down=True)
+    with pytest.raises(Refused, match="circuit open") as opened:
+        await gate.enter()
+    assert not opened.value.busy
+
+
+async def test_a_delivery_waiting_at_a_gate_gives_its_worker_slot_back() -> None:
+    """Deliveries queued for one busy target must not hold the slots others need."""
+    import asyncio as aio
+
+    from scheduler.targets.executors import Slot
+
+    worker_slots = aio.Semaphore(2)
+    gate = Gates(Limits(limit=1, queue=4)).of("http://busy")
+    await gate.enter()  # the busy target's one delivery in flight
+    await worker_slots.acquire()
+    slot = Slot(worker_slots)
+    waiting = aio.ensure_future(gate.enter(before_wait=slot.give_back))
+    await aio.sleep(0)
+    assert not slot.held and not worker_slots.locked()  # given back while waiting
+    await worker_slots.acquire()  # ...so another target's delivery gets it
+    worker_slots.release()
+    await gate.leave(probe=False, down=False)
+    await waiting
+    await slot.take()
+    assert slot.held
+    slot.release()
+    slot.release()  # idempotent: released once
+    assert worker_slots._value == 2
