@@ -48,7 +48,7 @@ app = faust.App(
     stream_wait_empty=False,
     # At most this many records from one fetch call: a partition paused by a
     # retry tier (scheduler.streams.retries) then stops after a few hundred
-    # records, not after all that one fetch brought (~1 MiB a partition).
+    # records, not after all that one fetch brought (up to consumer_max_fetch_size a partition).
     broker_max_poll_records=MAX_POLL_RECORDS,
     web_enabled=True,
     web_bind=settings.web_host,
