@@ -24,15 +24,12 @@ be part of Faust's transaction.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 from typing import Any
 
 from scheduler import metrics
 from scheduler.app import app
 from scheduler.patches import private, produce_guard
-
-log = logging.getLogger(__name__)
 
 _failed = metrics.counter(
     "scheduler_produce_failed_total", "records or record batches the broker refused"

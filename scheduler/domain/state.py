@@ -23,8 +23,8 @@ from scheduler.domain.triggers import next_fire
 
 _BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
 _COMMAND_MEMBER = b',"command":'
-#: The most instants one wake-up fires ahead (a schedule every 10 ms would
-#: otherwise fire hundreds at once).
+#: The most instants one wake-up fires ahead: the fire-ahead window of a
+#: short interval would otherwise hold many at once.
 MAX_PER_WAKE = 10
 
 _TICK = timedelta(microseconds=1)

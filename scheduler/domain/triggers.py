@@ -26,9 +26,8 @@ __all__ = ["KINDS", "TriggerSpec", "fire_times", "next_fire", "validate"]
 
 KINDS = ("cron", "date", "delay", "delay-recur", "now")
 
-#: The shortest ``delay-recur`` interval. A shorter one turns any late
-#: wake-up into a flood: at a microsecond, a wake-up 200 ms late had 200,000
-#: instants to fire.
+#: The shortest ``delay-recur`` interval. With a much shorter one, any late
+#: wake-up has a flood of instants to fire, one per interval it was late.
 MIN_RECUR = timedelta(seconds=1)
 
 _SECONDS = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+")

@@ -79,7 +79,7 @@ def server_properties(
         "log.cleaner.enable": "true",
         "log.cleaner.backoff.ms": "1000",
         "log.cleaner.min.cleanable.ratio": "0.1",
-        # The 128 MiB default would take a quarter of a 512m heap.
+        # Kafka's default dedupe buffer is sized for a large heap, not this one.
         "log.cleaner.dedupe.buffer.size": str(32 * 1024 * 1024),
     }
     for key, value in (extra or {}).items():
