@@ -63,8 +63,8 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 class Broker:
     """The local broker, which a scenario may kill -9 and start again on the same data."""
 
-    def __init__(self, work: Path) -> None:
-        self.broker = LocalBroker(port=free_port(), data_dir=work / "kafka")
+    def __init__(self, work: Path, name: str = "kafka") -> None:
+        self.broker = LocalBroker(port=free_port(), data_dir=work / name)
 
     @property
     def bootstrap(self) -> str:
@@ -171,8 +171,10 @@ class WorkerProcess:
 
 
 class Redis(RedisServer):
+    """Every write on disk before it is answered: killed with -9, it comes back with them."""
+
     def __init__(self, work: Path) -> None:
-        super().__init__(free_port(), work / "redis")
+        super().__init__(free_port(), work / "redis", persist=True)
 
 
 class HttpTarget:
@@ -181,7 +183,9 @@ class HttpTarget:
     def __init__(self) -> None:
         self.port = free_port()
         self.received: list[tuple[str, str, str, float]] = []
+        #: While set, every request is answered 503 and not recorded.
         self.down = False
+        self.refused = 0
         self._runner: Any = None
 
     @property
@@ -192,6 +196,7 @@ class HttpTarget:
         async def hook(request: web.Request) -> web.Response:
             await request.read()
             if self.down:
+                self.refused += 1
                 return web.Response(status=503)
             h = request.headers
             self.received.append(
@@ -210,6 +215,40 @@ class HttpTarget:
             await self._runner.cleanup()
 
 
+class BlackHole:
+    """A TCP server that accepts every connection, reads what comes, and never answers."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.connections = 0
+        self.requests = 0
+        self._server: asyncio.Server | None = None
+        self._held: set[asyncio.StreamWriter] = set()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hole"
+
+    async def start(self) -> None:
+        async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.connections += 1
+            self._held.add(writer)
+            try:
+                while chunk := await reader.read(65536):
+                    self.requests += chunk.count(b"POST ")
+            finally:
+                self._held.discard(writer)
+                writer.close()
+
+        self._server = await asyncio.start_server(swallow, "127.0.0.1", self.port)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for writer in list(self._held):
+                writer.close()
+
+
 # ----------------------------------------------------------------------- the cluster
 
 
@@ -221,13 +260,22 @@ class Cluster:
     broker: Broker = field(init=False)
     redis: Redis = field(init=False)
     http: HttpTarget = field(init=False)
+    #: Kafka targets on a cluster of their own (which a scenario may take down).
+    target_cluster: bool = False
+    target_broker: Broker | None = field(init=False, default=None)
     members: list[WorkerProcess] = field(default_factory=list)
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
 
     def __post_init__(self) -> None:
         self.broker = Broker(self.work)
+        if self.target_cluster:
+            self.target_broker = Broker(self.work, "kafka-target")
         self.redis = Redis(self.work)
         self.http = HttpTarget()
+
+    @property
+    def target_bootstrap(self) -> str:
+        return (self.target_broker or self.broker).bootstrap
 
     @property
     def app_id(self) -> str:
@@ -247,7 +295,9 @@ class Cluster:
 
     async def start(self) -> None:
         await asyncio.to_thread(self.broker.start)
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.broker.bootstrap)
+        if self.target_broker is not None:
+            await asyncio.to_thread(self.target_broker.start)
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.target_bootstrap)
         await admin.start()
         try:
             # Stamped by the broker on arrival: the record's time is when it was delivered.
@@ -273,6 +323,8 @@ class Cluster:
             member.stop()
         await self.http.stop()
         self.redis.stop()
+        if self.target_broker is not None:
+            await asyncio.to_thread(self.target_broker.stop)
         await asyncio.to_thread(self.broker.stop)
 
     def sample(self) -> None:
@@ -285,44 +337,62 @@ class Cluster:
 
 @dataclass
 class Load:
-    """``count`` schedules firing every ``interval`` s, spread over the three target kinds."""
+    """``count`` schedules spread over the target kinds: each fires every ``interval`` s,
+    or, when ``one_shot``, once (a ``delay`` of ``interval`` s).
+
+    Acceptance is spread evenly over ``spread`` s (one interval by default),
+    so the load is even. ``timely`` loads count towards lateness; a load that
+    is meant to wait (for a target that is down) does not.
+    """
 
     count: int
     interval: int = 1
+    #: The schedules' key prefix: distinct per load of one cluster.
+    name: str = "s"
+    kinds: tuple[str, ...] = KINDS
+    one_shot: bool = False
+    spread: float | None = None
+    #: A REST target other than the cluster's own HTTP server.
+    rest_url: str | None = None
+    #: Task fields that replace the defaults below.
+    task: dict[str, Any] = field(default_factory=dict)
+    timely: bool = True
     #: Per schedule id, its acceptance (its command's Kafka timestamp) in µs.
     accepted: dict[str, int] = field(default_factory=dict)
 
     def command(self, cluster: Cluster, index: int) -> tuple[str, dict[str, Any]]:
-        kind = KINDS[index % len(KINDS)]
+        kind = self.kinds[index % len(self.kinds)]
         client = {
             "operation": "faults",
             "application": cluster.tag,
             "group": kind,
-            "key": f"s{index}",
+            "key": f"{self.name}{index}",
             "type": "scheduler",
         }
         sid = ids.schedule_id(*client.values())
         connection: dict[str, Any]
         if kind == "rest":
-            connection = {"host": cluster.http.url}
+            connection = {"host": self.rest_url or cluster.http.url}
         elif kind == "kafka":
-            connection = {"host": cluster.broker.bootstrap, "topic": cluster.target_topic}
+            connection = {"host": cluster.target_bootstrap, "topic": cluster.target_topic}
         else:
             connection = {"host": cluster.redis.url, "topic": cluster.redis_list, "mode": "list"}
+        task = {
+            "type": kind,
+            "connection": connection,
+            "data": {"i": index},
+            "failed_policy": "retry",
+            "retry_wait": 2,
+            "max_retries": 1000,
+            "timeout": 5,
+        }
+        task.update(self.task)
         return sid, {
             "client": client,
-            "type": "delay-recur",
+            "type": "delay" if self.one_shot else "delay-recur",
             "schedule": str(self.interval),
             "misfire_policy": "fire_all",
-            "task": {
-                "type": kind,
-                "connection": connection,
-                "data": {"i": index},
-                "failed_policy": "retry",
-                "retry_wait": 2,
-                "max_retries": 1000,
-                "timeout": 5,
-            },
+            "task": task,
         }
 
     async def register(self, cluster: Cluster) -> None:
@@ -330,10 +400,10 @@ class Load:
         await producer.start()
         try:
             start_ms = int(time.time() * 1000)
+            spread_ms = int((self.spread or self.interval) * 1000)
             for index in range(self.count):
                 sid, body = self.command(cluster, index)
-                # Spread over one interval, so the load is even.
-                stamp = start_ms + index * self.interval * 1000 // self.count
+                stamp = start_ms + index * spread_ms // self.count
                 self.accepted[sid] = stamp * 1000
                 await producer.send(
                     f"{cluster.prefix}schedule-commands",
@@ -351,6 +421,10 @@ class Load:
         low_us, high_us = int(low * 1_000_000), int(high * 1_000_000)
         out = set()
         for sid, accepted in self.accepted.items():
+            if self.one_shot:
+                if low_us <= accepted + step < high_us:
+                    out.add((sid, accepted + step))
+                continue
             k = max(1, -(-(low_us - accepted) // step))
             while (at := accepted + k * step) < high_us:
                 out.add((sid, at))
@@ -362,7 +436,7 @@ async def received(cluster: Cluster) -> list[tuple[str, str, str, float]]:
     """Every delivery the three targets got: (firing id, schedule id, scheduled for, arrival)."""
     out = list(cluster.http.received)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=cluster.broker.bootstrap,
+        bootstrap_servers=cluster.target_bootstrap,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )
@@ -424,16 +498,29 @@ class Verdict:
         return self.missing == 0 and self.wrong == 0
 
 
-def verify(load: Load, got: list[tuple[str, str, str, float]], low: float, high: float) -> Verdict:
-    """Compare what the targets got for instants in [low, high) with what was due."""
-    expected = load.expected(low, high)
+def verify(
+    loads: Load | list[Load], got: list[tuple[str, str, str, float]], low: float, high: float
+) -> Verdict:
+    """Compare what the targets got for instants in [low, high) with what the loads were due.
+
+    Lateness is taken over the ``timely`` loads only.
+    """
+    loads = loads if isinstance(loads, list) else [loads]
+    expected: set[tuple[str, int]] = set()
+    known: set[str] = set()
+    timely: set[str] = set()
+    for load in loads:
+        expected |= load.expected(low, high)
+        known.update(load.accepted)
+        if load.timely:
+            timely.update(load.accepted)
     low_us, high_us = int(low * 1_000_000), int(high * 1_000_000)
     by_key: dict[tuple[str, int], list[tuple[str, float]]] = {}
     wrong = []
     for firing_id, sid, scheduled_for, arrived in got:
         instant = parse_instant(scheduled_for)
         at = micros(instant)
-        if sid not in load.accepted or not low_us <= at < high_us:
+        if sid not in known or not low_us <= at < high_us:
             continue
         if (sid, at) not in expected or firing_id != ids.firing_id(sid, instant):
             wrong.append((firing_id, sid, scheduled_for))
@@ -443,8 +530,8 @@ def verify(load: Load, got: list[tuple[str, str, str, float]], low: float, high:
     duplicated = sum(len(v) - 1 for v in by_key.values())
     late = sorted(
         min(a for _, a in v if a >= 0) - at / 1_000_000
-        for (_, at), v in by_key.items()
-        if any(a >= 0 for _, a in v)
+        for (sid, at), v in by_key.items()
+        if sid in timely and any(a >= 0 for _, a in v)
     )
     return Verdict(
         expected=len(expected),

@@ -26,6 +26,11 @@ settings = current()
 #: The most records one fetch call hands over (aiokafka's ``max_poll_records``).
 MAX_POLL_RECORDS = 500
 
+#: Seconds between offset commits (Faust's default is 2.8). A worker killed
+#: with -9 leaves everything it delivered since its last commit to be
+#: delivered again by the next owner: about this long of its partitions' firings.
+COMMIT_INTERVAL_S = 0.5
+
 app = faust.App(
     settings.app_id,
     broker=settings.faust_broker,
@@ -46,6 +51,7 @@ app = faust.App(
     consumer_group_instance_id=settings.group_instance_id,
     broker_rebalance_timeout=max(settings.session_timeout, 10.0),
     stream_wait_empty=False,
+    broker_commit_interval=COMMIT_INTERVAL_S,
     # At most this many records from one fetch call: a partition paused by a
     # retry tier (scheduler.streams.retries) then stops after a few hundred
     # records, not after all that one fetch brought (up to consumer_max_fetch_size a partition).

@@ -21,10 +21,19 @@ paced collection is a full one, and cyclic garbage that grew old is freed
 under a steady load too. An idle worker never calls :func:`pace` and keeps
 Python's own schedule. The measurements are in ``bench/RESULTS.md`` (steady
 workload) and the commit that added this module.
+
+:func:`trim` runs every ``TRIM_EVERY_S``: it hands the C heap's free pages
+back to the system (glibc's ``malloc_trim``). A burst (a hundred thousand
+retry records moved to their delay tier, a crowd of firings) leaves its
+freed buffers inside the process, where its resident memory keeps them
+until the next burst; measured with ``python -m bench.retries``
+(``bench/results/retries.md``).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import time
 
@@ -36,6 +45,8 @@ YOUNG_EVERY_S = 0.1
 MIDDLE_EVERY = 3
 #: Seconds between two paced full collections.
 FULL_EVERY_S = 600.0
+#: Seconds between two hand-backs of the C heap's free pages.
+TRIM_EVERY_S = 30.0
 
 _next = 0.0
 _young = 0
@@ -62,3 +73,26 @@ def pace() -> None:
         gc.collect(2)
     else:
         gc.collect(1 if _young % MIDDLE_EVERY == 0 else 0)
+
+
+def _malloc_trim() -> object:
+    """glibc's ``malloc_trim``, or None where the C library has none (musl, macOS)."""
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return None
+
+
+_trim = _malloc_trim()
+
+
+def trim() -> bool:
+    """Give the C heap's free pages back to the system; False where that cannot be done.
+
+    ctypes lets go of the GIL for the call, so a caller may run it in a thread.
+    """
+    if _trim is None:
+        return False
+    _trim(0)  # type: ignore[operator]
+    return True

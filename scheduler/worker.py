@@ -104,5 +104,10 @@ def run(settings: Settings) -> None:
     from scheduler.patches.spinner import Worker
 
     gcpace.tune()
+
+    @app.timer(gcpace.TRIM_EVERY_S)  # type: ignore[untyped-decorator]
+    async def trim_heap() -> None:
+        await asyncio.to_thread(gcpace.trim)
+
     worker = Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()

@@ -1,7 +1,9 @@
 """A throwaway ``redis-server`` on 127.0.0.1, for tests, the fault suite and the bench.
 
-Nothing is persisted (no RDB snapshots, no append-only file): each one starts
-empty and is gone when stopped.
+Nothing is persisted (no RDB snapshots, no append-only file) unless asked:
+each one starts empty and is gone when stopped. The fault suite asks for an
+append-only file written on every command, so a ``redis-server`` it kills
+with -9 comes back with everything it acknowledged.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ import subprocess
 import time
 from pathlib import Path
 
+#: Every write appended to a file and synced before it is answered.
+PERSIST = ("--appendonly", "yes", "--appendfsync", "always")
 
-def command(port: int, workdir: Path) -> list[str]:
-    """The ``redis-server`` command line for ``port``, with nothing persisted."""
+
+def command(port: int, workdir: Path, persist: bool = False) -> list[str]:
+    """The ``redis-server`` command line for ``port``: nothing persisted, or every write."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server not found: run scripts/system-deps (apt-get install)")
@@ -26,8 +31,7 @@ def command(port: int, workdir: Path) -> list[str]:
         "127.0.0.1",
         "--save",
         "",
-        "--appendonly",
-        "no",
+        *(PERSIST if persist else ("--appendonly", "no")),
         "--dir",
         str(workdir),
     ]
@@ -48,9 +52,10 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 20
 class RedisServer:
     """One ``redis-server`` process owned by this object."""
 
-    def __init__(self, port: int, workdir: Path) -> None:
+    def __init__(self, port: int, workdir: Path, persist: bool = False) -> None:
         self.port = port
         self.workdir = workdir
+        self.persist = persist
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -60,7 +65,7 @@ class RedisServer:
     def start(self) -> RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            command(self.port, self.workdir),
+            command(self.port, self.workdir, self.persist),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
         )
@@ -70,4 +75,9 @@ class RedisServer:
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
+            self.proc.wait(10)
+
+    def kill9(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
             self.proc.wait(10)

@@ -48,6 +48,7 @@ MODULES = (
     "spinner",
     "batching",
     "produce_guard",
+    "commit_floor",
     "private",
 )
 

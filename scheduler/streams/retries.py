@@ -31,6 +31,8 @@ import logging
 from collections import defaultdict, deque
 from typing import Any
 
+from faust.types import TP
+
 from scheduler import clock, metrics
 from scheduler.app import app
 from scheduler.domain.retry import TIERS_S, tier_for
@@ -191,7 +193,7 @@ class _Tier:
         if len(queue) >= HOLD_MAX:
             # Every time, not once: a rebalance resets what Faust has paused.
             self.paused.add(tp)
-            app.consumer.pause_partitions([tp])
+            app.consumer.pause_partitions([_faust_tp(tp)])
         if len(queue) == 1:
             _ring(self._alarm)  # a new head: maybe due before the one slept for
         if self._task is None or self._task.done():
@@ -224,7 +226,7 @@ class _Tier:
                     await route(self.stream, event)
                 if queue is not None and tp in self.paused and len(queue) <= HOLD_MAX // 2:
                     self.paused.discard(tp)
-                    app.consumer.resume_partitions([tp])
+                    app.consumer.resume_partitions([_faust_tp(tp)])
                     wake_fetch(app.consumer)
 
     def forget(self, partitions: set[Any]) -> None:
@@ -236,6 +238,14 @@ class _Tier:
                 _held_count -= len(queue)
                 queue.clear()  # a release under way must not go on with them
             self.paused.discard(tp)
+
+
+def _faust_tp(tp: Any) -> TP:
+    """Faust's own tuple for a partition: a message's may be aiokafka's, and Faust's
+    ``resume_partitions`` adds what it is given to its active set as it is, where
+    anything but its own crashes the next fetch (an assertion in
+    ``_get_active_partitions``, which stopped every worker of a fault run)."""
+    return TP(tp.topic, tp.partition)
 
 
 def _ring(alarm: asyncio.Future[None] | None) -> None:
