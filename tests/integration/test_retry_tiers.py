@@ -63,8 +63,9 @@ async def test_many_pending_retries_are_held_a_few_per_partition_and_committed(
     make_worker: Any, http_target: HttpTarget
 ) -> None:
     """20,000 retries due in an hour: the worker moves them all to the one-hour
-    tier that fits and commits them, holds at most a fetch's worth per partition of it,
-    delivers none early, and a kill -9 and restart changes none of that."""
+    tier that fits and commits them, holds at most ``HOLD_MAX`` a partition of it
+    (what a fetch brought beyond them is dropped and read again later), delivers
+    none early, and a kill -9 and restart changes none of that."""
     worker: Worker = make_worker(partitions=2)
     worker.start()
     count = 20_000
@@ -74,9 +75,9 @@ async def test_many_pending_retries_are_held_a_few_per_partition_and_committed(
     # Just under an hour is left when they are read: the 10-minute tier.
     tier = worker.topic(f"firings-retry-{tier_for(3_590)}s")
     await wait_until(lambda: committed_total(worker, worker.topic("firings-retry")), count, 120)
-    # Only the head of each partition and what one fetch brought are held.
+    # Only the head of each partition is held.
     held = metric(worker, "scheduler_retries_held")
-    assert 0 < held <= worker.partitions * (HOLD_MAX + FETCH_RECORDS), held
+    assert 0 < held <= worker.partitions * HOLD_MAX, held
     assert await end_total(worker, tier) == count
     assert http_target.of("pending") == []
 
@@ -90,13 +91,32 @@ async def test_many_pending_retries_are_held_a_few_per_partition_and_committed(
     ).start()
     await asyncio.sleep(5)
     held = metric(again, "scheduler_retries_held")
-    assert 0 < held <= again.partitions * (HOLD_MAX + FETCH_RECORDS), held
+    assert 0 < held <= again.partitions * HOLD_MAX, held
     assert http_target.of("pending") == []
     assert await end_total(again, tier) == count  # no record was sent on twice
 
 
-#: Records of ours that one fetch of a partition can bring (1 MiB, a few hundred bytes each).
-FETCH_RECORDS = 4_096
+async def test_a_tier_partition_past_its_hold_is_read_again_and_every_retry_arrives_once(
+    make_worker: Any, http_target: HttpTarget
+) -> None:
+    """Far more retries than a partition holds, due within a minute: each passes
+    through a tier whose partitions are paused, dropped beyond their hold, sought
+    back and resumed many times over; every one is delivered, once, never early."""
+    worker: Worker = make_worker(partitions=2)
+    worker.start()
+    count = 600
+    not_before = datetime.now(UTC) + timedelta(seconds=12)
+    await produce_retries(worker, http_target, count, not_before)
+    deadline = time.monotonic() + 90
+    while len(http_target.of("pending")) < count:
+        assert time.monotonic() < deadline, len(http_target.of("pending"))
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(2)
+    arrived = http_target.of("pending")
+    keys = [hit["headers"]["Idempotency-Key"] for hit in arrived]
+    assert len(keys) == len(set(keys)) == count
+    assert min(hit["arrived"] for hit in arrived) >= not_before.timestamp()
+    assert worker.alive()
 
 
 async def produce_retries(
