@@ -400,7 +400,7 @@ class Load:
         await producer.start()
         try:
             start_ms = int(time.time() * 1000)
-            spread_ms = int((self.spread or self.interval) * 1000)
+            spread_ms = int((self.interval if self.spread is None else self.spread) * 1000)
             for index in range(self.count):
                 sid, body = self.command(cluster, index)
                 stamp = start_ms + index * spread_ms // self.count

@@ -139,6 +139,14 @@ def goals(outcomes: list[Outcome]) -> list[str]:
                     f"{o.recovered['workers']} up, {o.verdict.missing} missing, "
                     f"{p99 * 1000:.0f} ms."
                 )
+    pending = by.get("pending retries")
+    if pending and pending.recovered:
+        r = pending.recovered
+        out.append(
+            f"- Pending retries: {r['retried_delivered']} of {r['retried_expected']} one-shots "
+            f"delivered once their target was back ({r['retried_missing']} missing); healthy "
+            f"load beside them p99 {r['healthy_p99_late_s'] * 1000:.0f} ms."
+        )
     out.append(
         "- 100,000 pending retries add <= 20 MiB to a worker: measured by "
         "`python -m bench.retries`, see `bench/results/retries.md`."

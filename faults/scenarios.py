@@ -341,8 +341,12 @@ async def pending_retries(
     got = got + flaky.received
     low = high - seconds
     outcome.verdict = verify([healthy, waiting], got, low, high)
+    # The one-shots over all time, not only the window: each must have arrived.
+    retried = verify(waiting, got, 0, high + DRAIN_S + retry_wait)
     assert outcome.recovered is not None
-    outcome.recovered["retried_delivered"] = verify(waiting, got, low, high).delivered
+    outcome.recovered["retried_expected"] = retried.expected
+    outcome.recovered["retried_delivered"] = retried.delivered
+    outcome.recovered["retried_missing"] = retried.missing
     outcome.recovered["healthy_p99_late_s"] = verify(healthy, got, low, high).p99_late_s
     return outcome
 

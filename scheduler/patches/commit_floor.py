@@ -42,11 +42,17 @@ _new_offset = Consumer._new_offset
 upstream = Consumer._filter_committable_offsets
 
 
-def floors(unacked: Any) -> dict[Any, int]:
-    """Per partition, the lowest offset among the taken and unacknowledged records."""
+def floors(unacked: Any, generation: int) -> dict[Any, int]:
+    """Per partition, the lowest offset among the taken and unacknowledged records.
+
+    Only records of the current ``generation`` count: one taken before the
+    last rebalance (a delivery still running across it) is read again and
+    taken anew if its partition is still ours, and must not hold back the
+    partition's commits until it ends.
+    """
     lowest: dict[Any, int] = {}
     for message in list(unacked):
-        if message.acked:
+        if message.acked or message.generation_id != generation:
             continue
         tp, offset = message.tp, message.offset
         known = lowest.get(tp)
@@ -62,7 +68,9 @@ def below_floor(consumer: Any, tp: Any, floor: int | None) -> int | None:
         return _new_offset(consumer, tp)
     # Only what lies below the floor is offered to upstream's rule; the rest
     # waits in the list for a later commit.
-    above = [offset for offset in acked if offset > floor]
+    # An acknowledged offset equal to the floor (an older copy of the record is
+    # still out) waits too: dropped here, ``ack`` would never add it again.
+    above = [offset for offset in acked if offset >= floor]
     if len(above) == len(acked):
         return None
     acked[:] = [offset for offset in acked if offset < floor]
@@ -80,7 +88,7 @@ def below_floor(consumer: Any, tp: Any, floor: int | None) -> int | None:
 
 
 def _filter_committable_offsets(self: Any, tps: Any) -> dict[Any, int]:
-    lowest = floors(self._unacked_messages)
+    lowest = floors(self._unacked_messages, self.app.consumer_generation_id)
     commit_offsets = {}
     for tp in tps:
         offset = below_floor(self, tp, lowest.get(tp))

@@ -16,19 +16,33 @@ after every few tens of thousands of them.
 
 Upstream also puts back a partition paused with ``pause_partitions`` if its
 buffer had been under pressure, and records flow again. Ours leaves a paused
-partition out. Why: a retry tier pauses a partition once it holds enough
-records (``scheduler.streams.retries``); put back, a restarted worker read a
-whole tier into memory.
+partition out.
+
+A retry tier (``scheduler.streams.retries``) stops reading a partition once
+it holds enough records. Faust's ``pause_partitions`` is not the way: it
+only filters what Faust hands on, so the rest of a fetch call's records of
+that partition are skipped while the client's position has moved past
+them; resumed, Faust takes the skipped offsets for a gap, counts them as
+acknowledged, and a commit passes them: retries lost. So
+:func:`pause_fetching` and :func:`resume_fetching` pause the partition in
+aiokafka itself (in the consumer's thread), which keeps its position and
+drops only what it had fetched and not yet returned, to fetch it again on
+resume. What Faust already took is handed on as usual.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
+from aiokafka import TopicPartition
+from aiokafka.errors import IllegalStateError
 from faust.transport.consumer import Consumer
 
 REPLACES = ("faust.transport.consumer:Consumer.on_buffer_drop",)
 USES = (
+    "aiokafka:AIOKafkaConsumer.pause",
+    "aiokafka:AIOKafkaConsumer.resume",
     "faust.transport.consumer:Consumer._buffered_partitions",
     "faust.transport.consumer:Consumer._paused_partitions",
     "faust.transport.consumer:Consumer._get_active_partitions",
@@ -63,6 +77,36 @@ def wake_fetch(consumer: Any) -> bool:
     if fetcher is None or loop is None or loop.is_closed():
         return False
     loop.call_soon_threadsafe(_wake_waiters, fetcher)
+    return True
+
+
+def pause_fetching(consumer: Any, tp: Any) -> bool:
+    """Stop fetching partition ``tp`` (kept assigned, position kept); False without a thread."""
+    return _in_thread(consumer, "pause", tp)
+
+
+def resume_fetching(consumer: Any, tp: Any) -> bool:
+    """Fetch partition ``tp`` again, from where it was paused, and wake the fetch call."""
+    resumed = _in_thread(consumer, "resume", tp)
+    wake_fetch(consumer)
+    return resumed
+
+
+def _in_thread(consumer: Any, method: str, tp: Any) -> bool:
+    thread = getattr(consumer, "_thread", None)
+    client = getattr(thread, "_consumer", None)
+    loop = getattr(thread, "thread_loop", None)
+    if client is None or loop is None or loop.is_closed():
+        return False
+    # aiokafka wants its own tuple; a message's may be Faust's.
+    partition = TopicPartition(tp.topic, tp.partition)
+
+    def call() -> None:
+        # No longer assigned: a rebalance has reset its state anyway.
+        with contextlib.suppress(IllegalStateError):
+            getattr(client, method)(partition)
+
+    loop.call_soon_threadsafe(call)
     return True
 
 

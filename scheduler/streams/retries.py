@@ -15,13 +15,13 @@ Every record of a tier waits the same ``d`` after its Kafka timestamp, and
 those timestamps grow along a partition, so a tier partition's head is
 always the record due first there. A tier agent holds the records it has
 read per partition, releases each head ``d`` after its timestamp and routes
-it again (delivered, held, or on to a shorter tier); once a partition holds
-``HOLD_MAX`` records it is paused, what was fetched beyond them is dropped
-unacknowledged, and when half have gone it is resumed from the first record
-dropped. A
-pending retry therefore costs broker space, not worker memory, and a
-restart reads each tier from its last commit and holds again what is not
-yet due: offsets only move forward, and nothing is sent early.
+it again (delivered, held, or on to a shorter tier). Once a partition holds
+``HOLD_MAX`` records, fetching it is paused (in aiokafka itself:
+``scheduler.patches.wake_fetch``), and resumed when half have gone; what
+was fetched before the pause still arrives and is held too, a fetch's worth
+at most. A pending retry therefore costs broker space, not worker memory,
+and a restart reads each tier from its last commit and holds again what is
+not yet due: offsets only move forward, and nothing is sent early.
 """
 
 from __future__ import annotations
@@ -33,13 +33,11 @@ import logging
 from collections import defaultdict, deque
 from typing import Any
 
-from faust.types import TP
-
 from scheduler import clock, metrics
 from scheduler.app import app
 from scheduler.domain.retry import TIERS_S, tier_for
 from scheduler.domain.timefmt import parse_utc
-from scheduler.patches.wake_fetch import wake_fetch
+from scheduler.patches.wake_fetch import pause_fetching, resume_fetching
 from scheduler.streams import delivery
 from scheduler.topics import retry_tier_topics, retry_topic
 
@@ -176,10 +174,6 @@ class _Tier:
         self.delay = delay
         self.held: dict[Any, deque[Any]] = {}
         self.paused: set[Any] = set()
-        #: Per partition paused full: the first offset dropped, read again from on resume.
-        self.rewind: dict[Any, int] = {}
-        #: Per partition resumed after a drop: the offset to take first.
-        self.awaiting: dict[Any, int] = {}
         self.stream: Any = None
         self._alarm: asyncio.Future[None] | None = None
         self._task: asyncio.Future[None] | None = None
@@ -190,48 +184,19 @@ class _Tier:
     def hold(self, stream: Any, event: Any) -> None:
         global _held_count
         self.stream = stream
-        tp, offset = event.message.tp, event.message.offset
-        if tp in self.rewind:
-            return  # after one dropped below: read again once the partition is resumed
-        first = self.awaiting.get(tp)
-        if first is not None:
-            if offset != first:
-                return  # fetched before the seek back: read again, in order
-            del self.awaiting[tp]
+        tp = event.message.tp
         queue = self.held.get(tp)
         if queue is None:
             queue = self.held[tp] = deque()
-        if len(queue) >= HOLD_MAX:
-            # Full: dropped unacknowledged, and read again from here once the
-            # partition is resumed. Pausing alone does not stop what Faust and
-            # aiokafka fetched already (hundreds of records a partition).
-            self.rewind[tp] = offset
-            self._pause(tp)
-            return
         queue.append(event)
         _held_count += 1
-        if len(queue) >= HOLD_MAX:
-            self._pause(tp)
+        if len(queue) >= HOLD_MAX and tp not in self.paused:
+            self.paused.add(tp)
+            pause_fetching(app.consumer, tp)
         if len(queue) == 1:
             _ring(self._alarm)  # a new head: maybe due before the one slept for
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self._release())
-
-    def _pause(self, tp: Any) -> None:
-        # Every time, not once: a rebalance resets what Faust has paused.
-        self.paused.add(tp)
-        app.consumer.pause_partitions([_faust_tp(tp)])
-
-    async def _resume(self, tp: Any) -> None:
-        self.paused.discard(tp)
-        start = self.rewind.pop(tp, None)
-        if start is not None:
-            self.awaiting[tp] = start
-            await app.consumer.seek(_faust_tp(tp), start)
-            if tp not in self.held:
-                return  # revoked meanwhile: its next owner reads it
-        app.consumer.resume_partitions([_faust_tp(tp)])
-        wake_fetch(app.consumer)
 
     async def _release(self) -> None:
         global _held_count
@@ -259,7 +224,8 @@ class _Tier:
                     _held_count -= 1
                     await route(self.stream, event)
                 if queue is not None and tp in self.paused and len(queue) <= HOLD_MAX // 2:
-                    await self._resume(tp)
+                    self.paused.discard(tp)
+                    resume_fetching(app.consumer, tp)
 
     def forget(self, partitions: set[Any]) -> None:
         """Drop what revoked partitions held, unacknowledged: their next owner reads it."""
@@ -270,16 +236,6 @@ class _Tier:
                 _held_count -= len(queue)
                 queue.clear()  # a release under way must not go on with them
             self.paused.discard(tp)
-            self.rewind.pop(tp, None)
-            self.awaiting.pop(tp, None)
-
-
-def _faust_tp(tp: Any) -> TP:
-    """Faust's own tuple for a partition: a message's may be aiokafka's, and Faust's
-    ``resume_partitions`` adds what it is given to its active set as it is, where
-    anything but its own crashes the next fetch (an assertion in
-    ``_get_active_partitions``, which stopped every worker of a fault run)."""
-    return TP(tp.topic, tp.partition)
 
 
 def _ring(alarm: asyncio.Future[None] | None) -> None:

@@ -245,6 +245,13 @@ class Executors:
         # Shielded: one caller's own timeout must not cancel the others' start.
         return await asyncio.shield(starting)
 
+    def _warm(self, bootstrap: str) -> None:
+        """Start the cluster's producer in the background (its failure is met again later)."""
+        if bootstrap in self._starting:
+            return
+        warming = asyncio.ensure_future(self._producer(bootstrap))
+        warming.add_done_callback(lambda done: done.cancelled() or done.exception())
+
     async def _start_producer(self, bootstrap: str) -> AIOKafkaProducer:
         servers = bootstrap.split("://", 1)[-1].replace(";", ",")
         # Batches as big as the worker's own (aiokafka's default is 16 KiB):
@@ -346,15 +353,37 @@ class Executors:
         groups: dict[tuple[str, str], list[int]],
         limit: float,
     ) -> None:
-        # Every cluster's producer at once: one silent cluster must not hold the others.
-        hosts = list({host for host, _ in groups})
-        started = await asyncio.gather(*map(self._producer, hosts), return_exceptions=True)
-        producers = dict(zip(hosts, started, strict=True))
+        by_host: dict[str, list[tuple[str, list[int]]]] = {}
         for (host, topic), indexes in groups.items():
+            by_host.setdefault(host, []).append((topic, indexes))
+        # Each cluster on its own: one slow to start or to answer holds up none
+        # of the others (nor the batches appended ahead, which go at once).
+        await asyncio.gather(
+            _settle_sends(jobs, results, limit),
+            *(
+                self._send_to_cluster(host, topics, records, results, limit)
+                for host, topics in by_host.items()
+            ),
+        )
+
+    async def _send_to_cluster(
+        self,
+        host: str,
+        topics: list[tuple[str, list[int]]],
+        records: list[KafkaRecord],
+        results: list[Result | None],
+        limit: float,
+    ) -> None:
+        try:
+            producer = await self._producer(host)
+        except Exception as exc:
+            for _, indexes in topics:
+                for index in indexes:
+                    results[index] = _kafka_failure(exc)
+            return
+        jobs: list[tuple[Awaitable[list[Sent]], list[int]]] = []
+        for topic, indexes in topics:
             try:
-                producer = producers[host]
-                if isinstance(producer, BaseException):
-                    raise producer
                 for partition, members in (
                     await _by_partition(producer, topic, records, indexes)
                 ).items():
@@ -364,26 +393,7 @@ class Executors:
             except Exception as exc:
                 for index in indexes:
                     results[index] = _kafka_failure(exc)
-        pending: dict[asyncio.Future[Any], list[int]] = {}
-        sends = await asyncio.gather(*(job for job, _ in jobs), return_exceptions=True)
-        for (_, members), sent in zip(jobs, sends, strict=True):
-            if isinstance(sent, BaseException):
-                for index in members:
-                    results[index] = _kafka_failure(sent)
-                continue
-            for future, batch in sent:
-                pending[future] = batch
-        if pending:
-            done, late = await asyncio.wait(pending, timeout=limit)
-            for future in late:
-                future.cancel()
-                for index in pending[future]:
-                    results[index] = _timed_out(limit)
-            for future in done:
-                error = future.exception()
-                outcome = _kafka_failure(error) if error else Result(Outcome.SUCCESS)
-                for index in pending[future]:
-                    results[index] = outcome
+        await _settle_sends(jobs, results, limit)
 
     async def prebuild_kafka(self, records: list[KafkaRecord], timestamp_ms: int) -> list[Prebuilt]:
         """Append ``records`` into producer batches now, to be sent later by ``deliver_kafka``.
@@ -394,11 +404,20 @@ class Executors:
         instant. The records carry ``timestamp_ms`` (their instant) rather
         than the time they were appended. The loop gets a turn every
         ``PREBUILD_YIELD`` records.
+
+        Only clusters whose producer is already started are appended to: the
+        caller waits for this, and so do the firings held behind it. Another
+        cluster's producer is started meanwhile, in the background, and its
+        records are left to ``deliver_kafka``.
         """
         out: list[Prebuilt] = []
         appended = 0
         for (host, topic), indexes in _by_topic(records, range(len(records))).items():
-            producer = await self._producer(host)
+            producer = self._producers.get(host)
+            if producer is None:
+                self._warm(host)
+                continue
+            self._used(self._producers, host)
             for partition, members in (
                 await _by_partition(producer, topic, records, indexes)
             ).items():
@@ -459,6 +478,8 @@ class Executors:
 
     async def close(self) -> None:
         await self._http.close()
+        for starting in list(self._starting.values()):
+            starting.cancel()  # _start_producer stops what it began
         for producer in self._producers.values():
             await producer.stop()
         for client in self._redis.values():
@@ -601,6 +622,35 @@ def _append(builder: Any, record: KafkaRecord, timestamp_ms: int | None) -> bool
         timestamp=timestamp_ms, key=record.key, value=record.value, headers=list(record.headers)
     )
     return appended is not None
+
+
+async def _settle_sends(
+    jobs: list[tuple[Awaitable[list[Sent]], list[int]]],
+    results: list[Result | None],
+    limit: float,
+) -> None:
+    """Run the sends of ``jobs`` and fill in each record's result, waiting at most ``limit``."""
+    pending: dict[asyncio.Future[Any], list[int]] = {}
+    sends = await asyncio.gather(*(job for job, _ in jobs), return_exceptions=True)
+    for (_, members), sent in zip(jobs, sends, strict=True):
+        if isinstance(sent, BaseException):
+            for index in members:
+                results[index] = _kafka_failure(sent)
+            continue
+        for future, batch in sent:
+            pending[future] = batch
+    if not pending:
+        return
+    done, late = await asyncio.wait(pending, timeout=limit)
+    for future in late:
+        future.cancel()
+        for index in pending[future]:
+            results[index] = _timed_out(limit)
+    for future in done:
+        error = future.exception()
+        outcome = _kafka_failure(error) if error else Result(Outcome.SUCCESS)
+        for index in pending[future]:
+            results[index] = outcome
 
 
 async def _send_prebuilt(built: Prebuilt) -> list[Sent]:

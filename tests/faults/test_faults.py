@@ -81,5 +81,7 @@ async def test_thousands_of_pending_retries_all_arrive_once_the_target_is_back(
     size = SHORT["pending-retries"]
     outcome = await pending_retries(tmp_path, **size)
     assert outcome.recovered is not None
+    assert outcome.recovered["retried_expected"] == size["failing"], outcome.recovered
+    assert outcome.recovered["retried_missing"] == 0, outcome.recovered
     assert outcome.recovered["retried_delivered"] == size["failing"], outcome.recovered
     lost_nothing(outcome)

@@ -10,8 +10,8 @@ import pytest
 
 from scheduler.devtools.broker import LocalBroker
 from scheduler.domain.retry import Outcome
-from scheduler.targets.executors import PRODUCER_START_S, Executors
-from tests.support import HttpTarget, Worker, send_commands
+from scheduler.targets.executors import PRODUCER_START_S, Executors, kafka_record
+from tests.support import HttpTarget, Worker, read_topic, send_commands
 
 pytestmark = pytest.mark.integration
 
@@ -60,6 +60,50 @@ async def test_a_silent_kafka_cluster_holds_up_neither_another_nor_itself_for_lo
         assert result.outcome is Outcome.RETRYABLE
         assert result.error is not None and "no answer from Kafka cluster" in result.error
         assert PRODUCER_START_S - 1 <= took <= PRODUCER_START_S + 5, took
+    finally:
+        await executors.close()
+        silent.close()
+        for writer in peers:
+            writer.close()
+
+
+async def test_in_one_batch_a_silent_cluster_holds_up_neither_the_healthy_one_nor_appending(
+    kafka: LocalBroker,
+) -> None:
+    """Firings for a silent cluster and a healthy one, due together: appending them
+    ahead waits for no producer start, and the healthy cluster's records arrive
+    while the silent one's producer is still starting."""
+    peers: list[asyncio.StreamWriter] = []
+
+    async def accept_and_say_nothing(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peers.append(writer)
+
+    silent = await asyncio.start_server(accept_and_say_nothing, "127.0.0.1", 0)
+    silent_host = f"127.0.0.1:{silent.sockets[0].getsockname()[1]}"
+    topic = f"isolation-batch-{int(time.time())}"
+    executors = Executors()
+    try:
+        records = [kafka_record(kafka_firing(silent_host, "nowhere", f"s{i}")) for i in range(3)]
+        records += [kafka_record(kafka_firing(kafka.bootstrap, topic, f"ok{i}")) for i in range(3)]
+        started = time.monotonic()
+        built = await executors.prebuild_kafka(records, int(time.time() * 1000))
+        assert time.monotonic() - started < 1.0, "appending ahead waited for a producer start"
+        assert built == []  # neither producer was started yet: both now start on their own
+        started = time.monotonic()
+        sending = asyncio.ensure_future(executors.deliver_kafka(records, built))
+        arrived = await read_topic(
+            kafka.bootstrap, topic, lambda found: len(found) >= 3, timeout=PRODUCER_START_S / 2
+        )
+        assert len(arrived) == 3
+        assert not sending.done(), "the batch did not wait for the silent cluster at all"
+        results = await sending
+        assert [r.ok for r in results] == [False, False, False, True, True, True], results
+        assert time.monotonic() - started <= PRODUCER_START_S + 5
+        # The healthy producer is started now: a crowd for it is appended ahead, at once.
+        started = time.monotonic()
+        built = await executors.prebuild_kafka(records, int(time.time() * 1000))
+        assert time.monotonic() - started < 1.0
+        assert sorted(i for b in built for _, batch in b.batches for i in batch) == [3, 4, 5]
     finally:
         await executors.close()
         silent.close()

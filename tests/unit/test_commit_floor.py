@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 from faust.transport.consumer import Consumer
@@ -19,11 +20,15 @@ from scheduler.patches import commit_floor
 TP0 = TP("firings", 0)
 
 
+GENERATION = 7
+
+
 @dataclass(eq=False)
 class Message:
     tp: TP
     offset: int
     acked: bool = False
+    generation_id: int = GENERATION
 
 
 class Books:
@@ -31,6 +36,8 @@ class Books:
 
     _should_commit = Consumer._should_commit
     _new_offset = Consumer._new_offset
+
+    app = SimpleNamespace(consumer_generation_id=GENERATION)
 
     def __init__(self, committed: int | None) -> None:
         self._acked: dict[TP, list[int]] = defaultdict(list)
@@ -41,9 +48,9 @@ class Books:
         self._unacked_messages: set[Any] = set()
         self.messages: dict[int, Any] = {}
 
-    def take(self, *offsets: int) -> None:
+    def take(self, *offsets: int, generation: int = GENERATION) -> None:
         for offset in offsets:
-            message = Message(TP0, offset)
+            message = Message(TP0, offset, generation_id=generation)
             self.messages[offset] = message
             self._unacked_messages.add(message)
 
@@ -77,6 +84,41 @@ def test_the_commit_stops_at_the_unacknowledged_record_and_goes_on_once_it_is_ac
     assert books.commit() is None
     books.ack(31)
     assert books.commit() == 34
+
+
+def test_without_a_committed_offset_upstream_passes_the_first_record_and_ours_does_not() -> None:
+    theirs, ours = Books(committed=None), Books(committed=None)
+    for books in (theirs, ours):
+        books.take(0, 1, 2, 3)
+        books.ack(1, 2, 3)
+    assert theirs.commit(commit_floor.upstream) == 4
+    assert ours.commit() is None
+    ours.ack(0)
+    assert ours.commit() == 4
+
+
+def test_a_record_taken_before_the_last_rebalance_does_not_hold_back_commits() -> None:
+    books = Books(committed=5)
+    books.take(5, generation=GENERATION - 1)  # still being delivered, from before
+    stale = books.messages[5]
+    books.take(5, 6, 7)  # read again in this generation
+    books.ack(5, 6, 7)
+    assert not stale.acked
+    assert books.commit() == 8
+
+
+def test_an_acknowledged_copy_at_the_floor_is_kept_for_the_next_commit() -> None:
+    books = Books(committed=3)
+    books.take(3, 4)
+    older = books.messages[3]
+    books.take(3)  # the same offset taken again: this copy is acknowledged, the older is not
+    books.ack(3, 4)
+    books._unacked_messages.add(older)
+    assert books.commit() is None
+    assert 3 in books._acked[TP0]  # still listed: ``ack`` would not add it again
+    older.acked = True
+    books._unacked_messages.discard(older)
+    assert books.commit() == 5
 
 
 def test_without_a_committed_offset_the_floor_still_holds() -> None:
