@@ -71,3 +71,18 @@ def test_a_full_collection_once_its_time_has_come(
         gc.enable()
     assert collections == [2, 0]
     assert gcpace._full > time.monotonic() + gcpace.FULL_EVERY_S - 1
+
+
+def test_trim_hands_back_freed_heap_only_after_growth() -> None:
+    gcpace.trim()  # whatever came before: a baseline
+    assert gcpace.trim() is False  # no growth since: nothing done
+    # A burst: 64 MiB of buffers (malloc's, not Python's small-object arenas),
+    # every 16th kept, so the heap's top stays in use and only trimming frees
+    # the pages in between.
+    burst = [bytearray(2048) for _ in range(32_768)]
+    kept = burst[::16]
+    grown = gcpace.resident()
+    del burst
+    assert gcpace.trim() is True
+    assert gcpace.resident() < grown - 32 * 2**20, (grown, gcpace.resident())
+    assert len(kept) == 2048
