@@ -14,14 +14,18 @@ from datetime import timedelta
 
 import faust
 
-from scheduler import patches
+from scheduler import kafka_auth, patches, webauth
 from scheduler.patches.monitor import QuietMonitor
 from scheduler.patches.supervisor import PatientSupervisor
 from scheduler.settings import current
+from scheduler.targets.egress import Policy
 
 patches.install()
 
 settings = current()
+
+#: Where deliveries may connect, and what the edge refuses (scheduler.targets.egress).
+egress_policy = Policy.of(settings.egress_allow, settings.egress_deny, own_port=settings.web_port)
 
 #: The most records one fetch call hands over (aiokafka's ``max_poll_records``).
 MAX_POLL_RECORDS = 500
@@ -34,11 +38,14 @@ COMMIT_INTERVAL_S = 0.5
 app = faust.App(
     settings.app_id,
     broker=settings.faust_broker,
+    broker_credentials=kafka_auth.faust_credentials(settings),
     store="rocksdb://",
     datadir=str(settings.data_dir),
     autodiscover=False,
     topic_partitions=settings.partitions,
-    topic_replication_factor=1,
+    # Every topic is created before Faust starts (scheduler.worker.ensure_topics),
+    # with SCHEDULER_REPLICATION_FACTOR; this is what Faust would use for one it made.
+    topic_replication_factor=max(settings.replication_factor, 1),
     # Only at_least_once: it recovers a table much faster than exactly_once
     # (which waits at each transaction marker), firing ids make a repeated
     # firing harmless, and the agents produce their records outside Faust's
@@ -57,6 +64,12 @@ app = faust.App(
     # records, not after all that one fetch brought (up to consumer_max_fetch_size a partition).
     broker_max_poll_records=MAX_POLL_RECORDS,
     web_enabled=True,
+    # Faust's own pages show every table's contents and the partition map: off.
+    web_router_enabled=False,
+    web_tables_enabled=False,
+    web_graph_enabled=False,
+    web_stats_enabled=False,
+    web_application_options={"middlewares": [webauth.middleware(settings.web_token_list())]},
     web_bind=settings.web_host,
     web_host=settings.web_host if settings.web_host != "0.0.0.0" else "127.0.0.1",
     web_port=settings.web_port,

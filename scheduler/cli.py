@@ -206,17 +206,20 @@ def cmd_submit(args: argparse.Namespace) -> int:
 async def _produce(settings: Settings, records: list[tuple[bytes, bytes]]) -> None:
     from aiokafka import AIOKafkaProducer
 
+    from scheduler import kafka_auth
+
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap_servers,
         acks="all",
         enable_idempotence=True,
         linger_ms=5,
         request_timeout_ms=30_000,
+        **kafka_auth.client_options(settings),
     )
     try:
-        await producer.start()
-    except Exception as exc:
-        raise BrokerError(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}") from None
+        await kafka_auth.explained(settings, producer.start())
+    except BrokerError:
+        await producer.stop()
+        raise
     try:
         topic = settings.topic("schedule-commands")
         futures = [await producer.send(topic, value=value, key=key) for key, value in records]
@@ -228,6 +231,11 @@ async def _produce(settings: Settings, records: list[tuple[bytes, bytes]]) -> No
 def _http(method: str, url: str, **kwargs: Any) -> Any:
     import httpx
 
+    from scheduler.settings import current
+
+    tokens = current().web_token_list()
+    if tokens:
+        kwargs["headers"] = {**kwargs.get("headers", {}), "Authorization": f"Bearer {tokens[0]}"}
     try:
         return httpx.request(method, url, timeout=30.0, **kwargs)
     except httpx.HTTPError as exc:

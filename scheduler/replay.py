@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from scheduler import kafka_auth
 from scheduler.domain.errors import BrokerError, SchedulerError
 from scheduler.patches import private
 from scheduler.settings import Settings
@@ -67,14 +68,15 @@ async def replay(
         raise SchedulerError(f"topic: {topic!r} cannot be replayed; choose one of {REPLAYABLE}")
     name = settings.topic(topic)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
         group_id=settings.app_id,
         enable_auto_commit=False,
+        **kafka_auth.client_options(settings),
     )
     try:
-        await consumer.start()
-    except Exception as exc:
-        raise BrokerError(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}") from None
+        await kafka_auth.explained(settings, consumer.start())
+    except BrokerError:
+        await consumer.stop()
+        raise
     try:
         partitions = await _partitions(consumer, name)
         tps = [TopicPartition(name, p) for p in partitions]
@@ -118,8 +120,8 @@ async def _wait_idle(settings: Settings, wait: float) -> None:
     """Return once the group has no member; refuse after ``wait`` seconds."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-    await admin.start()
+    admin = AIOKafkaAdminClient(**kafka_auth.client_options(settings))
+    await kafka_auth.explained(settings, admin.start())
     try:
         deadline = time.monotonic() + wait
         while True:

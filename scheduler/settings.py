@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -91,6 +92,91 @@ class Settings(BaseSettings):
     bench/, see bench/RESULTS.md)."""
 
     log_level: str = "info"
+
+    # -- the service's own Kafka cluster: TLS and SASL (scheduler.kafka_auth) ----------
+
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    """How every client of the service (worker, CLI, replay) talks to its cluster."""
+
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    """Never printed; prefer ``kafka_sasl_password_file``."""
+    kafka_sasl_password_file: Path | None = None
+    """A file holding the password (as a mounted Kubernetes secret); its trailing newline
+    is ignored."""
+
+    kafka_ssl_cafile: Path | None = None
+    """The CA certificates (PEM) to trust; default: the system's."""
+    kafka_ssl_certfile: Path | None = None
+    """A client certificate (PEM), for brokers that ask for one; with ``kafka_ssl_keyfile``."""
+    kafka_ssl_keyfile: Path | None = None
+
+    web_tokens: str | None = None
+    """Bearer tokens for the web view, comma-separated; set, every endpoint but
+    ``GET /health`` wants one (``scheduler.webauth``). Prefer ``web_tokens_file``."""
+    web_tokens_file: Path | None = None
+    """A file with one token a line (blank lines and ``#`` comments ignored)."""
+
+    secrets_dir: Path | None = None
+    """Where ``{{secret:NAME}}`` in a header or a URL password is read from at
+    delivery: the file ``NAME`` in it (``scheduler.domain.secrets``)."""
+
+    egress_allow: str | None = None
+    """Targets a worker may connect to: CIDRs and host names (``*.`` wildcards),
+    comma-separated; set, nothing else is allowed (``scheduler.targets.egress``)."""
+    egress_deny: str | None = None
+    """Targets never connected to, whatever else allows them."""
+
+    replication_factor: int = Field(default=-1, ge=-1, le=32)
+    """Replicas of every topic and changelog the service creates; -1: the cluster's
+    ``default.replication.factor``."""
+
+    min_insync_replicas: int | None = Field(default=None, ge=1, le=32)
+    """``min.insync.replicas`` of the topics it creates; None: the cluster's default."""
+
+    @model_validator(mode="after")
+    def _kafka_access_is_complete(self) -> Settings:
+        protocol = self.kafka_security_protocol
+        if protocol.startswith("SASL"):
+            missing = [
+                name
+                for name, value in (
+                    ("SCHEDULER_KAFKA_SASL_MECHANISM", self.kafka_sasl_mechanism),
+                    ("SCHEDULER_KAFKA_SASL_USERNAME", self.kafka_sasl_username),
+                    (
+                        "SCHEDULER_KAFKA_SASL_PASSWORD or SCHEDULER_KAFKA_SASL_PASSWORD_FILE",
+                        self.kafka_sasl_password or self.kafka_sasl_password_file,
+                    ),
+                )
+                if not value
+            ]
+            if missing:
+                raise ValueError(f"{protocol} needs {', '.join(missing)}")
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise ValueError(
+                "SCHEDULER_KAFKA_SSL_CERTFILE and SCHEDULER_KAFKA_SSL_KEYFILE go together"
+            )
+        return self
+
+    def web_token_list(self) -> tuple[str, ...]:
+        """Every configured web token, in order (none: the web view is open).
+
+        The CLI sends the first one."""
+        found = [part.strip() for part in (self.web_tokens or "").split(",")]
+        if self.web_tokens_file is not None:
+            for line in self.web_tokens_file.read_text().splitlines():
+                if line.strip() and not line.lstrip().startswith("#"):
+                    found.append(line.strip())
+        return tuple(dict.fromkeys(token for token in found if token))
+
+    def kafka_password(self) -> str | None:
+        """The SASL password, from the setting or its file."""
+        if self.kafka_sasl_password is not None:
+            return self.kafka_sasl_password.get_secret_value()
+        if self.kafka_sasl_password_file is not None:
+            return self.kafka_sasl_password_file.read_text().rstrip("\r\n")
+        return None
 
     @property
     def bootstrap_servers(self) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 from faust import web
 
 from scheduler import metrics, tables
-from scheduler.app import app, settings
+from scheduler.app import app, egress_policy, settings
 from scheduler.domain import state
 from scheduler.domain.errors import InvalidCommand, InvalidSchedule
 from scheduler.domain.models import parse_command
@@ -25,6 +25,7 @@ from scheduler.patches import private
 from scheduler.streams.history import KEEP, recent
 from scheduler.tables import history as history_table
 from scheduler.tables import schedules
+from scheduler.targets import egress
 from scheduler.topics import commands_topic, keyed_commands_topic
 
 MAX_LIST = 10_000
@@ -91,7 +92,9 @@ def _peers() -> list[str]:
 async def _remote(base: str, request: web.Request) -> list[dict[str, Any]]:
     params = dict(request.query)
     params["scope"] = "local"
-    async with app.http_client.get(f"{base}/schedules", params=params) as response:
+    token = request.headers.get("Authorization")
+    headers = {"Authorization": token} if token else {}
+    async with app.http_client.get(f"{base}/schedules", params=params, headers=headers) as response:
         response.raise_for_status()
         body = await response.json()
     return list(body["schedules"])
@@ -130,6 +133,7 @@ class CommandsView(web.View):
             try:
                 text = json.dumps(item).encode()
                 command = parse_command(text, max_bytes=settings.max_command_bytes)
+                egress.check_command(command, egress_policy)
             except InvalidCommand as exc:
                 return _error(self, 400, exc.error, exc.detail, field=exc.field, index=index)
             except Exception as exc:  # a fault of ours: still a clear answer, not a 500

@@ -7,9 +7,10 @@ import importlib
 import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
-from scheduler import gcpace, patches
+from scheduler import gcpace, kafka_auth, patches
 from scheduler.domain.errors import BrokerError
 from scheduler.settings import Settings
 
@@ -45,17 +46,28 @@ async def ensure_topics(settings: Settings, timeout: float = 60.0) -> None:
         settings.topic(name): {} for name in (*CONTRACT_TOPICS, *INTERNAL_TOPICS)
     }
     wanted.update({name: {"cleanup.policy": "compact"} for name in changelogs})
+    if settings.min_insync_replicas is not None:
+        for configs in wanted.values():
+            configs["min.insync.replicas"] = str(settings.min_insync_replicas)
+    # Faust's own topic for electing the assignor's leader: one partition.
+    leader = f"{settings.app_id}-__assignor-__leader"
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=int(timeout * 1000)
+        request_timeout_ms=int(timeout * 1000), **kafka_auth.client_options(settings)
     )
-    await admin.start()
+    await kafka_auth.explained(settings, admin.start())
     try:
+        replicas = await replication_factor(admin, settings)
         existing = set(await admin.list_topics())
         new = [
-            NewTopic(name, settings.partitions, 1, topic_configs=configs)
+            NewTopic(name, settings.partitions, replicas, topic_configs=configs)
             for name, configs in wanted.items()
             if name not in existing
         ]
+        if leader not in existing:
+            configs = {}
+            if settings.min_insync_replicas is not None:
+                configs["min.insync.replicas"] = str(settings.min_insync_replicas)
+            new.append(NewTopic(leader, 1, replicas, topic_configs=configs))
         if new:
             response = await admin.create_topics(new)
             for topic, code, *message in response.topic_errors:
@@ -70,9 +82,50 @@ async def ensure_topics(settings: Settings, timeout: float = 60.0) -> None:
                     f"topic {keyed} has {count} partitions but SCHEDULER_PARTITIONS is "
                     f"{settings.partitions}; the partition count is fixed once topics exist"
                 )
-        await _wait_for_leaders(admin, list(wanted), timeout)
+        await _wait_for_leaders(admin, [*wanted, leader], timeout)
+        await _report_replication(admin, [*wanted, leader], replicas)
     finally:
         await admin.close()
+
+
+async def replication_factor(admin: AIOKafkaAdminClient, settings: Settings) -> int:
+    """SCHEDULER_REPLICATION_FACTOR, or the cluster's ``default.replication.factor``.
+
+    Asked of a broker rather than sent as -1: aiokafka's topic creation
+    request predates the version in which Kafka takes -1 for its default.
+    """
+    if settings.replication_factor > 0:
+        return settings.replication_factor
+    cluster = await admin.describe_cluster()
+    brokers = cluster.get("brokers") or []
+    if not brokers:
+        return 1
+    resource = ConfigResource(ConfigResourceType.BROKER, str(brokers[0]["node_id"]))
+    for response in await admin.describe_configs([resource]):
+        for _code, _message, _type, _name, entries in response.resources:
+            for entry in entries:
+                if entry[0] == "default.replication.factor" and entry[1]:
+                    return min(int(entry[1]), len(brokers))
+    return min(3, len(brokers))
+
+
+async def _report_replication(admin: AIOKafkaAdminClient, topics: list[str], wanted: int) -> None:
+    """Say at start which existing topics are replicated otherwise than wanted.
+
+    Nothing is changed: moving replicas is an operator's decision
+    (``kafka-reassign-partitions``), and a worker must not start one.
+    """
+    for described in await admin.describe_topics(topics):
+        partitions = described.get("partitions") or []
+        found = {len(part.get("replicas") or ()) for part in partitions}
+        if found and found != {wanted}:
+            log.warning(
+                "topic %s has replication factor %s, but SCHEDULER_REPLICATION_FACTOR (or "
+                "the cluster's default) is %d; existing topics are left as they are",
+                described.get("topic"),
+                "/".join(str(n) for n in sorted(found)),
+                wanted,
+            )
 
 
 async def _wait_for_leaders(admin: AIOKafkaAdminClient, topics: list[str], timeout: float) -> None:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from scheduler.domain import misfire
+from scheduler.domain import misfire, secrets
 from scheduler.domain.errors import InvalidCommand
 from scheduler.domain.models import Action, Command
 from scheduler.domain.timefmt import format_utc, parse_utc
@@ -440,7 +440,7 @@ def describe(record: ScheduleRecord) -> dict[str, Any]:
         "type": cmd.type.value if cmd.type else None,
         "schedule": cmd.schedule,
         "timezone": cmd.timezone,
-        "task": cmd.task.model_dump(mode="json") if cmd.task else None,
+        "task": secrets.masked_task(cmd.task.model_dump(mode="json")) if cmd.task else None,
         "status": record.status.value,
         "paused": record.paused,
         "next_fire_at": _opt_format(record.next_fire_at, micros=False),
@@ -490,7 +490,7 @@ def firing(
         "attempt": 1,
         "name": cmd.name,
         "client": cmd.client.model_dump(mode="json"),
-        "task": cmd.task.model_dump(mode="json") if cmd.task else None,
+        "task": secrets.masked_task(cmd.task.model_dump(mode="json")) if cmd.task else None,
     }
 
 

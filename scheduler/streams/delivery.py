@@ -31,7 +31,8 @@ from datetime import timedelta
 from typing import Any
 
 from scheduler import clock, gcpace, metrics
-from scheduler.app import app, settings
+from scheduler.app import app, egress_policy, settings
+from scheduler.domain import secrets
 from scheduler.domain.models import Task
 from scheduler.domain.retry import (
     Outcome,
@@ -52,7 +53,10 @@ from scheduler.topics import dead_topic, firings_topic, name_of, retry_topic
 log = logging.getLogger(__name__)
 
 executors = Executors(
-    max_connections=settings.max_in_flight, per_target=settings.max_in_flight_per_target
+    max_connections=settings.max_in_flight,
+    per_target=settings.max_in_flight_per_target,
+    policy=egress_policy,
+    secrets_dir=settings.secrets_dir,
 )
 _slots: asyncio.Semaphore | None = None
 _running: set[asyncio.Future[None]] = set()
@@ -201,6 +205,8 @@ async def _conclude(firing: dict[str, Any], result: Result) -> None:
             await history.record(sid, "retried", not_before=body["not_before"], **common)
         return
     body = {**base, "errors": errors, "reason": decision.reason, "dead_at": format_utc(now)}
+    # A dead letter is read by people and tools: no secret given literally in it.
+    body["task"] = secrets.masked_task(body.get("task"))
     await _produce(dead_topic, sid.encode(), body)
     _dead.inc()
     if keep_history:

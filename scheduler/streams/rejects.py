@@ -7,6 +7,7 @@ import logging
 
 from scheduler import clock, metrics
 from scheduler.app import app
+from scheduler.domain import secrets
 from scheduler.domain.errors import InvalidCommand
 from scheduler.domain.timefmt import format_utc
 from scheduler.patches import produce_guard
@@ -26,7 +27,7 @@ def rejection(exc: InvalidCommand, original: bytes | str | None) -> bytes:
         "error": exc.error,
         "detail": exc.detail,
         "field": exc.field,
-        "command": text,
+        "command": secrets.masked_command_text(text),
         "received_at": format_utc(clock.now()),
     }
     return json.dumps(body, ensure_ascii=False).encode("utf-8")

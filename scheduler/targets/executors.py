@@ -19,15 +19,18 @@ import logging
 import time
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from aiokafka import AIOKafkaProducer
 from aiokafka import errors as kafka_errors
 
+from scheduler.domain import secrets
 from scheduler.domain.ids import murmur2
 from scheduler.domain.models import RedisMode
 from scheduler.domain.retry import Outcome, Result, classify_http, delivery_headers, redis_envelope
+from scheduler.targets.egress import EgressDenied, Policy, resolve, targets_of
 from scheduler.targets.guard import Gate, Gates, Limits, Refused
 from scheduler.targets.http1 import HttpClient
 
@@ -97,13 +100,24 @@ PRODUCER_START_S = 10.0
 class Executors:
     """The pooled clients of one worker, and ``deliver`` for any task type."""
 
-    def __init__(self, *, max_connections: int = 256, per_target: int = 128) -> None:
+    def __init__(
+        self,
+        *,
+        max_connections: int = 256,
+        per_target: int = 128,
+        policy: Policy | None = None,
+        secrets_dir: Path | None = None,
+    ) -> None:
         self._max_connections = max_connections
+        #: Where ``{{secret:NAME}}`` references are read from at delivery.
+        self.secrets_dir = secrets_dir
+        #: Where deliveries may connect (``scheduler.targets.egress``).
+        self.policy = policy or Policy()
         self.gates = Gates(Limits(limit=per_target, queue=WAITING_PER_LIMIT * per_target))
         self._next_reap = time.monotonic() + REAP_EVERY_S
         self._last_used: dict[tuple[int, str], float] = {}
         self._reaping: asyncio.Future[None] | None = None
-        self._http = HttpClient()
+        self._http = HttpClient(self.policy)
         self._producers: dict[str, AIOKafkaProducer] = {}
         self._starting: dict[str, asyncio.Future[AIOKafkaProducer]] = {}
         self._redis: dict[str, aioredis.Redis] = {}  # redis: imported on first use (heavy)
@@ -208,13 +222,23 @@ class Executors:
 
     async def _rest(self, firing: dict[str, Any], task: dict[str, Any]) -> Result:
         conn = task["connection"]
-        headers = {"Content-Type": "application/json", **(conn.get("headers") or {})}
+        try:
+            url = secrets.expand(conn["host"], self.secrets_dir)
+            given = {
+                str(name): secrets.expand(str(value), self.secrets_dir)
+                for name, value in (conn.get("headers") or {}).items()
+            }
+        except secrets.SecretMissing as exc:
+            return Result(Outcome.PERMANENT, f"secret_missing: {exc}")
+        headers = {"Content-Type": "application/json", **given}
         headers.update(delivery_headers(firing))
         body = payload_json(task.get("data")).encode("utf-8")
         try:
-            status, reason = await self._http.post(conn["host"], body, headers, task["timeout"])
+            status, reason = await self._http.post(url, body, headers, task["timeout"])
         except TimeoutError:
             return _timed_out(task["timeout"])
+        except EgressDenied as exc:
+            return _denied(exc)
         except ValueError as exc:
             return Result(Outcome.PERMANENT, f"invalid request: {exc}")
         except OSError as exc:  # refused, reset, DNS, TLS: ConnectionError and ssl.SSLError too
@@ -253,7 +277,7 @@ class Executors:
         warming.add_done_callback(lambda done: done.cancelled() or done.exception())
 
     async def _start_producer(self, bootstrap: str) -> AIOKafkaProducer:
-        servers = bootstrap.split("://", 1)[-1].replace(";", ",")
+        servers = await self._pinned_servers(bootstrap)
         # Batches as big as the worker's own (aiokafka's default is 16 KiB):
         # a burst to a one-partition topic otherwise waits on a round
         # trip for every few dozen records.
@@ -277,6 +301,20 @@ class Executors:
         self._producers[bootstrap] = producer
         return producer
 
+    async def _pinned_servers(self, bootstrap: str) -> str:
+        """The bootstrap list with each host replaced by an address the policy allows.
+
+        Only the bootstrap servers are checked: the brokers a cluster then
+        advertises are its own, and are connected to as it says.
+        """
+        pinned = []
+        for host, port in targets_of({"type": "kafka", "connection": {"host": bootstrap}}):
+            addresses = await resolve(host, port or 9092, self.policy)
+            chosen = addresses[0] if addresses else host
+            shown = f"[{chosen}]" if ":" in chosen else chosen
+            pinned.append(f"{shown}:{port or 9092}")
+        return ",".join(pinned)
+
     async def _kafka(self, firing: dict[str, Any], task: dict[str, Any]) -> Result:
         conn = task["connection"]
         key = (conn.get("key") or firing["schedule_id"]).encode("utf-8")
@@ -285,7 +323,7 @@ class Executors:
         try:
             producer = await self._producer(conn["host"])
             await producer.send_and_wait(conn["topic"], value=value, key=key, headers=headers)
-        except kafka_errors.KafkaError as exc:
+        except (kafka_errors.KafkaError, EgressDenied) as exc:
             return _kafka_failure(exc)
         return Result(Outcome.SUCCESS)
 
@@ -444,22 +482,47 @@ class Executors:
 
     # -- Redis ---------------------------------------------------------------
 
-    def _redis_client(self, url: str) -> aioredis.Redis:
+    async def _redis_client(self, url: str) -> aioredis.Redis:
+        """The server's client, made once: to an address the egress policy allows."""
         self._used(self._redis, url)
         client = self._redis.get(url)
         if client is None:
             from redis import asyncio as aioredis
 
-            client = aioredis.Redis.from_url(url, max_connections=self._max_connections)
+            client = aioredis.Redis.from_url(
+                await self._pinned_url(url), max_connections=self._max_connections
+            )
             self._redis[url] = client
         return client
+
+    async def _pinned_url(self, url: str) -> str:
+        """``url`` with its host replaced by an allowed address (kept for TLS: ``rediss``)."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+            raise EgressDenied(f"{parts.scheme or url}: only redis:// and rediss:// targets")
+        port = parts.port or 6379
+        addresses = await resolve(parts.hostname, port, self.policy)
+        if parts.scheme == "rediss" or not addresses:
+            return url  # the certificate names the host, so the name is connected to
+        chosen = addresses[0]
+        host = f"[{chosen}]" if ":" in chosen else chosen
+        userinfo = parts.netloc.rpartition("@")[0]
+        netloc = f"{userinfo}@{host}:{port}" if userinfo else f"{host}:{port}"
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
     async def _redis_send(self, firing: dict[str, Any], task: dict[str, Any]) -> Result:
         conn = task["connection"]
         envelope = redis_envelope(firing)
         text = json.dumps(envelope, ensure_ascii=False)
         mode = RedisMode(conn.get("mode") or RedisMode.PUBLISH)
-        client = self._redis_client(conn["host"])
+        try:
+            client = await self._redis_client(secrets.expand(conn["host"], self.secrets_dir))
+        except secrets.SecretMissing as exc:
+            return Result(Outcome.PERMANENT, f"secret_missing: {exc}")
+        except EgressDenied as exc:
+            return _denied(exc)
+        except OSError as exc:  # the name did not resolve
+            return Result(Outcome.RETRYABLE, f"{type(exc).__name__}: {exc}", unreachable=True)
         from redis import exceptions as redis_errors
 
         try:
@@ -529,8 +592,15 @@ def target_of(task: dict[str, Any]) -> str:
     return f"{task['type']}:{host}"
 
 
+def _denied(exc: EgressDenied) -> Result:
+    """A target the egress policy denies: a permanent failure, said as such."""
+    return Result(Outcome.PERMANENT, f"egress_denied: {exc}")
+
+
 def _kafka_failure(exc: BaseException) -> Result:
     """A Kafka error as a result: the cluster's "not now" errors may be retried."""
+    if isinstance(exc, EgressDenied):
+        return _denied(exc)
     if isinstance(exc, _KAFKA_UNREACHABLE):
         return Result(Outcome.RETRYABLE, f"{type(exc).__name__}: {exc}", unreachable=True)
     if isinstance(exc, _KAFKA_RETRYABLE):

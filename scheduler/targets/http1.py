@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from scheduler.targets.egress import Policy, resolve
+
 #: Idle connections kept per origin.
 MAX_IDLE = 256
 #: Idle connections kept in all, over every origin.
@@ -231,7 +233,9 @@ class _Connection(asyncio.Protocol):
 class HttpClient:
     """Kept-alive connections per origin, and :meth:`post`."""
 
-    def __init__(self) -> None:
+    def __init__(self, policy: Policy | None = None) -> None:
+        #: Where it may connect (``scheduler.targets.egress``).
+        self.policy = policy or Policy()
         #: Per origin, its idle connections, each with when it became idle.
         self._idle: dict[tuple[str, str, int], list[tuple[_Connection, float]]] = {}
         self._idle_count = 0
@@ -319,14 +323,22 @@ class HttpClient:
             if self._ssl is None:
                 self._ssl = ssl.create_default_context()
             context = self._ssl
-        _, connection = await loop.create_connection(
-            _Connection,
-            target.host,
-            target.port,
-            ssl=context,
-            server_hostname=target.host if context else None,
-        )
-        return connection
+        # Connected to an address that was checked, not to the name again.
+        addresses = await resolve(target.host, target.port, self.policy)
+        failure: OSError | None = None
+        for address in addresses:
+            try:
+                _, connection = await loop.create_connection(
+                    _Connection,
+                    address,
+                    target.port,
+                    ssl=context,
+                    server_hostname=target.host if context else None,
+                )
+                return connection
+            except OSError as exc:
+                failure = exc
+        raise failure or OSError(f"{target.host} resolved to no address")
 
     async def close(self) -> None:
         for idle in self._idle.values():

@@ -20,7 +20,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Any, Self
@@ -136,9 +136,12 @@ class LocalBroker:
         data_dir: str | os.PathLike[str],
         cache_dir: str | os.PathLike[str] | None = None,
         heap: str = DEFAULT_HEAP,
-        extra_properties: Mapping[str, PropertyValue] | None = None,
+        extra_properties: Mapping[str, PropertyValue | None] | None = None,
         controller_port: int | None = None,
         which: Which = shutil.which,
+        format_args: Sequence[str] = (),
+        cluster_id: str | None = None,
+        standalone: bool = True,
     ) -> None:
         for name, value in (("port", port), ("controller_port", controller_port)):
             if value is not None and not 1 <= value <= 65535:
@@ -152,6 +155,13 @@ class LocalBroker:
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
         self.heap = heap
         self.extra_properties = dict(extra_properties or {})
+        #: Added to ``StorageTool format`` (SCRAM users: ``--add-scram ...``).
+        self.format_args = list(format_args)
+        #: Set for the nodes of one cluster, which are formatted with the same id.
+        self.cluster_id = cluster_id
+        #: A single node elects itself (``--standalone``); a cluster's nodes list
+        #: their voters in ``controller.quorum.voters`` instead.
+        self.standalone = standalone
         self.requested_controller_port = controller_port
         self.controller_port: int | None = None
         """The port the controller listener got at the latest start."""
@@ -430,7 +440,7 @@ class LocalBroker:
                 return candidate
 
     def _format(self, java: str, classpath: str, log4j_flag: str) -> None:
-        cluster_id = new_cluster_id()
+        cluster_id = self.cluster_id or new_cluster_id()
         command = [
             java,
             log4j_flag,
@@ -442,7 +452,8 @@ class LocalBroker:
             cluster_id,
             "-c",
             str(self.properties_file),
-            "--standalone",
+            *(["--standalone"] if self.standalone else []),
+            *self.format_args,
         ]
         started = time.monotonic()
         try:

@@ -42,7 +42,7 @@ def server_properties(
     port: int,
     controller_port: int,
     data_dir: Path,
-    extra: Mapping[str, PropertyValue] | None = None,
+    extra: Mapping[str, PropertyValue | None] | None = None,
 ) -> dict[str, str]:
     """Broker settings for one node that is its own controller and sole replica.
 
@@ -50,7 +50,9 @@ def server_properties(
     broker to satisfy a larger one. The log cleaner is tuned so that the
     compacted changelog topics behind Faust tables are actually compacted on
     a long-running development broker instead of growing until a 1 GiB
-    segment fills. ``extra`` is applied last and wins.
+    segment fills. ``extra`` is applied last and wins; a value of None
+    removes the property (a cluster node drops the single-node quorum
+    bootstrap for its static voters).
     """
     listeners = f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}"
     props: dict[str, str] = {
@@ -83,7 +85,10 @@ def server_properties(
         "log.cleaner.dedupe.buffer.size": str(32 * 1024 * 1024),
     }
     for key, value in (extra or {}).items():
-        props[str(key)] = _text(value)
+        if value is None:
+            props.pop(str(key), None)
+        else:
+            props[str(key)] = _text(value)
     return props
 
 

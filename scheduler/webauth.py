@@ -1,0 +1,62 @@
+"""Bearer tokens for the web view (``SCHEDULER_WEB_TOKENS``), as an aiohttp middleware.
+
+With tokens configured, every request but ``GET /health`` must carry
+``Authorization: Bearer <one of them>``, else it is answered 401 with a
+JSON body in the web view's error shape. Tokens are compared in constant
+time. A lookup Faust routes to the worker that owns the key carries the
+caller's headers, token included, and the list fan-out passes it on
+(``scheduler.web``), so one token works against any worker.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+#: Open without a token: what a load balancer or an orchestrator probes.
+OPEN = frozenset({("GET", "/health"), ("HEAD", "/health")})
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def token_of(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, else None."""
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def accepted(token: str | None, tokens: tuple[str, ...]) -> bool:
+    if token is None:
+        return False
+    # Every token compared, each in constant time: no early exit tells which matched.
+    matches = [hmac.compare_digest(token.encode(), known.encode()) for known in tokens]
+    return any(matches)
+
+
+def middleware(tokens: tuple[str, ...]) -> Any:
+    """The aiohttp middleware that enforces ``tokens`` (none: everything is open)."""
+
+    @web.middleware
+    async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not tokens or (request.method, request.path) in OPEN:
+            return await handler(request)
+        if accepted(token_of(request.headers.get("Authorization")), tokens):
+            return await handler(request)
+        return web.json_response(
+            {
+                "error": "unauthorized",
+                "detail": "this endpoint needs Authorization: Bearer <token> "
+                "(one of SCHEDULER_WEB_TOKENS)",
+            },
+            status=401,
+            headers={"WWW-Authenticate": 'Bearer realm="scheduler"'},
+        )
+
+    return require_token
