@@ -18,6 +18,7 @@ from scheduler import kafka_auth, patches, webauth
 from scheduler.patches.monitor import QuietMonitor
 from scheduler.patches.supervisor import PatientSupervisor
 from scheduler.settings import current
+from scheduler.targets import clusters
 from scheduler.targets.egress import Policy
 
 patches.install()
@@ -26,6 +27,8 @@ settings = current()
 
 #: Where deliveries may connect, and what the edge refuses (scheduler.targets.egress).
 egress_policy = Policy.of(settings.egress_allow, settings.egress_deny, own_port=settings.web_port)
+#: The Kafka target clusters a command may name (scheduler.targets.clusters).
+target_clusters = clusters.load(settings.target_clusters)
 
 #: The most records one fetch call hands over (aiokafka's ``max_poll_records``).
 MAX_POLL_RECORDS = 500

@@ -19,6 +19,8 @@ import logging
 import ssl
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from aiokafka.helpers import create_ssl_context
@@ -30,18 +32,53 @@ T = TypeVar("T")
 
 
 class KafkaAccessError(BrokerError):
-    """The service's own Kafka cluster could not be reached with the settings given."""
+    """A Kafka cluster could not be reached with the settings given."""
 
 
-def uses_tls(settings: Settings) -> bool:
+@dataclass(frozen=True)
+class Access:
+    """How to reach one Kafka cluster: the service's own, or a named target cluster."""
+
+    bootstrap_servers: str
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    password: str | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    #: What the settings are called, for messages (``SCHEDULER_KAFKA_SSL_CAFILE``...).
+    named: str = "SCHEDULER_KAFKA"
+
+    @classmethod
+    def of(cls, settings: Settings) -> Access:
+        return cls(
+            settings.bootstrap_servers,
+            settings.kafka_security_protocol,
+            settings.kafka_sasl_mechanism,
+            settings.kafka_sasl_username,
+            settings.kafka_password(),
+            settings.kafka_ssl_cafile,
+            settings.kafka_ssl_certfile,
+            settings.kafka_ssl_keyfile,
+        )
+
+    def kafka_password(self) -> str | None:
+        return self.password
+
+
+Reachable = Settings | Access
+
+
+def uses_tls(settings: Reachable) -> bool:
     return settings.kafka_security_protocol in ("SSL", "SASL_SSL")
 
 
-def uses_sasl(settings: Settings) -> bool:
+def uses_sasl(settings: Reachable) -> bool:
     return settings.kafka_security_protocol in ("SASL_PLAINTEXT", "SASL_SSL")
 
 
-def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+def ssl_context(settings: Reachable) -> ssl.SSLContext | None:
     """The TLS context for SSL and SASL_SSL: the CA file (else the system's), a client
     certificate if one is given; None for the other protocols."""
     if not uses_tls(settings):
@@ -62,7 +99,7 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
         ) from exc
 
 
-def client_options(settings: Settings) -> dict[str, Any]:
+def client_options(settings: Reachable) -> dict[str, Any]:
     """Keyword arguments for any aiokafka client of the service's own cluster."""
     options: dict[str, Any] = {
         "bootstrap_servers": settings.bootstrap_servers,
@@ -78,7 +115,7 @@ def client_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def faust_credentials(settings: Settings) -> Any:
+def faust_credentials(settings: Reachable) -> Any:
     """Faust's ``broker_credentials`` for the same settings (None for PLAINTEXT)."""
     import faust
 
@@ -94,7 +131,7 @@ def faust_credentials(settings: Settings) -> Any:
     return None
 
 
-def describe(settings: Settings) -> str:
+def describe(settings: Reachable) -> str:
     """What a connection tries, for messages: never the password."""
     how: str = settings.kafka_security_protocol
     if uses_sasl(settings):
@@ -136,7 +173,7 @@ def cause(lines: list[str], error: BaseException) -> str:
     return lines[-1] if lines else f"{type(error).__name__}: {error}"
 
 
-async def explained(settings: Settings, attempt: Awaitable[T]) -> T:
+async def explained(settings: Reachable, attempt: Awaitable[T]) -> T:
     """Await ``attempt`` (a client's start); on failure, raise one clear error."""
     with _listening() as heard:
         try:

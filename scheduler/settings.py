@@ -122,6 +122,10 @@ class Settings(BaseSettings):
     """Where ``{{secret:NAME}}`` in a header or a URL password is read from at
     delivery: the file ``NAME`` in it (``scheduler.domain.secrets``)."""
 
+    target_clusters: Path | None = None
+    """A JSON file naming Kafka target clusters, each with its bootstrap list and
+    security, for ``connection.cluster`` (``scheduler.targets.clusters``)."""
+
     egress_allow: str | None = None
     """Targets a worker may connect to: CIDRs and host names (``*.`` wildcards),
     comma-separated; set, nothing else is allowed (``scheduler.targets.egress``)."""

@@ -15,7 +15,8 @@ from typing import Any
 from faust import web
 
 from scheduler import metrics, tables
-from scheduler.app import app, egress_policy, settings
+from scheduler.admission import admit
+from scheduler.app import app, settings
 from scheduler.domain import state
 from scheduler.domain.errors import InvalidCommand, InvalidSchedule
 from scheduler.domain.models import parse_command
@@ -25,7 +26,6 @@ from scheduler.patches import private
 from scheduler.streams.history import KEEP, recent
 from scheduler.tables import history as history_table
 from scheduler.tables import schedules
-from scheduler.targets import egress
 from scheduler.topics import commands_topic, keyed_commands_topic
 
 MAX_LIST = 10_000
@@ -133,7 +133,7 @@ class CommandsView(web.View):
             try:
                 text = json.dumps(item).encode()
                 command = parse_command(text, max_bytes=settings.max_command_bytes)
-                egress.check_command(command, egress_policy)
+                admit(command)
             except InvalidCommand as exc:
                 return _error(self, 400, exc.error, exc.detail, field=exc.field, index=index)
             except Exception as exc:  # a fault of ours: still a clear answer, not a 500

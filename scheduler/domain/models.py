@@ -110,7 +110,10 @@ MAX_HEADER_BYTES = 16_384
 
 
 class Connection(_Strict):
-    host: Text
+    host: Text | None = None
+    #: A Kafka target cluster the operator named (``SCHEDULER_TARGET_CLUSTERS``), for
+    #: a kafka task instead of ``host``.
+    cluster: Text | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     topic: Text | None = None
     key: Text | None = None
@@ -155,7 +158,21 @@ class Task(_Strict):
     @model_validator(mode="after")
     def _connection_fits_type(self) -> Task:
         conn = self.connection
+        if conn.cluster is not None and self.type is not TaskType.KAFKA:
+            raise ValueError(
+                f"connection.cluster: is only for kafka tasks (got {conn.cluster!r} "
+                f"on a {self.type.value} task)"
+            )
+        if self.type is TaskType.KAFKA:
+            if (conn.host is None) == (conn.cluster is None):
+                raise ValueError(
+                    "connection: a kafka task names either host (a bootstrap list) "
+                    "or cluster (one the operator configured), not both and not neither"
+                )
+        elif conn.host is None:
+            raise ValueError(f"connection.host: is required for a {self.type.value} task")
         if self.type is TaskType.REST:
+            assert conn.host is not None
             parts = urlsplit(conn.host)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ValueError(
@@ -165,6 +182,7 @@ class Task(_Strict):
             if not conn.topic:
                 raise ValueError("connection.topic: is required for a kafka task")
         elif self.type is TaskType.REDIS:
+            assert conn.host is not None
             if urlsplit(conn.host).scheme not in ("redis", "rediss", "unix"):
                 raise ValueError(
                     f"connection.host: must be a redis:// URL for a redis task (got {conn.host!r})"

@@ -22,7 +22,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from scheduler import metrics
-from scheduler.app import app, egress_policy, settings
+from scheduler.admission import admit
+from scheduler.app import app, settings
 from scheduler.domain import ids
 from scheduler.domain.errors import InvalidCommand
 from scheduler.domain.models import parse_command
@@ -31,7 +32,6 @@ from scheduler.outbox import Outbox
 from scheduler.streams.apply import apply
 from scheduler.streams.batch import in_batches
 from scheduler.streams.rejects import reject
-from scheduler.targets import egress
 from scheduler.topics import commands_topic, keyed_commands_topic, name_of
 
 _accepted = metrics.counter("scheduler_commands_accepted_total", "valid commands accepted")
@@ -50,7 +50,7 @@ async def _accept(event: Any, outbox: Outbox) -> None:
     raw: bytes = event.value if event.value is not None else b""
     try:
         command = parse_command(raw, max_bytes=settings.max_command_bytes)
-        egress.check_command(command, egress_policy)
+        admit(command)
     except InvalidCommand as exc:
         await reject(exc, event.key, raw)
         return

@@ -31,7 +31,7 @@ from datetime import timedelta
 from typing import Any
 
 from scheduler import clock, gcpace, metrics
-from scheduler.app import app, egress_policy, settings
+from scheduler.app import app, egress_policy, settings, target_clusters
 from scheduler.domain import secrets
 from scheduler.domain.models import Task
 from scheduler.domain.retry import (
@@ -57,6 +57,7 @@ executors = Executors(
     per_target=settings.max_in_flight_per_target,
     policy=egress_policy,
     secrets_dir=settings.secrets_dir,
+    clusters=target_clusters,
 )
 _slots: asyncio.Semaphore | None = None
 _running: set[asyncio.Future[None]] = set()

@@ -26,10 +26,13 @@ from urllib.parse import urlsplit, urlunsplit
 from aiokafka import AIOKafkaProducer
 from aiokafka import errors as kafka_errors
 
+from scheduler import kafka_auth
 from scheduler.domain import secrets
 from scheduler.domain.ids import murmur2
 from scheduler.domain.models import RedisMode
 from scheduler.domain.retry import Outcome, Result, classify_http, delivery_headers, redis_envelope
+from scheduler.kafka_auth import Access
+from scheduler.targets import clusters
 from scheduler.targets.egress import EgressDenied, Policy, resolve, targets_of
 from scheduler.targets.guard import Gate, Gates, Limits, Refused
 from scheduler.targets.http1 import HttpClient
@@ -107,10 +110,13 @@ class Executors:
         per_target: int = 128,
         policy: Policy | None = None,
         secrets_dir: Path | None = None,
+        clusters: dict[str, Access] | None = None,
     ) -> None:
         self._max_connections = max_connections
         #: Where ``{{secret:NAME}}`` references are read from at delivery.
         self.secrets_dir = secrets_dir
+        #: The Kafka target clusters the operator named (``connection.cluster``).
+        self.clusters = clusters or {}
         #: Where deliveries may connect (``scheduler.targets.egress``).
         self.policy = policy or Policy()
         self.gates = Gates(Limits(limit=per_target, queue=WAITING_PER_LIMIT * per_target))
@@ -230,11 +236,14 @@ class Executors:
             }
         except secrets.SecretMissing as exc:
             return Result(Outcome.PERMANENT, f"secret_missing: {exc}")
-        headers = {"Content-Type": "application/json", **given}
-        headers.update(delivery_headers(firing))
+        headers = dict(given)
+        if not any(name.lower() == "content-type" for name in headers):
+            headers["Content-Type"] = "application/json"
         body = payload_json(task.get("data")).encode("utf-8")
         try:
-            status, reason = await self._http.post(url, body, headers, task["timeout"])
+            status, reason = await self._http.post(
+                url, body, headers, task["timeout"], own=delivery_headers(firing)
+            )
         except TimeoutError:
             return _timed_out(task["timeout"])
         except EgressDenied as exc:
@@ -277,12 +286,21 @@ class Executors:
         warming.add_done_callback(lambda done: done.cancelled() or done.exception())
 
     async def _start_producer(self, bootstrap: str) -> AIOKafkaProducer:
-        servers = await self._pinned_servers(bootstrap)
+        if bootstrap.startswith(clusters.PREFIX):
+            name = bootstrap[len(clusters.PREFIX) :]
+            access = self.clusters.get(name)
+            if access is None:
+                raise UnknownCluster(f"no Kafka target cluster {name!r} is configured")
+            options = kafka_auth.client_options(access)
+            servers = access.bootstrap_servers
+        else:
+            servers = await self._pinned_servers(bootstrap)
+            options = {"bootstrap_servers": servers}
         # Batches as big as the worker's own (aiokafka's default is 16 KiB):
         # a burst to a one-partition topic otherwise waits on a round
         # trip for every few dozen records.
         producer = AIOKafkaProducer(
-            bootstrap_servers=servers,
+            **options,
             acks="all",
             enable_idempotence=True,
             linger_ms=DELIVERY_LINGER_MS,
@@ -321,9 +339,9 @@ class Executors:
         value = payload_json(task.get("data")).encode("utf-8")
         headers = [(name, text.encode("utf-8")) for name, text in delivery_headers(firing).items()]
         try:
-            producer = await self._producer(conn["host"])
+            producer = await self._producer(clusters.target_key(conn))
             await producer.send_and_wait(conn["topic"], value=value, key=key, headers=headers)
-        except (kafka_errors.KafkaError, EgressDenied) as exc:
+        except (kafka_errors.KafkaError, EgressDenied, UnknownCluster) as exc:
             return _kafka_failure(exc)
         return Result(Outcome.SUCCESS)
 
@@ -585,11 +603,17 @@ def _timed_out(seconds: float) -> Result:
 
 def target_of(task: dict[str, Any]) -> str:
     """What one connection pool serves: a REST origin, a Kafka bootstrap list, a Redis URL."""
+    if task["type"] == "kafka":
+        return f"kafka:{clusters.target_key(task['connection'])}"
     host = str(task["connection"]["host"])
     if task["type"] == "rest":
         parts = urlsplit(host)
         return f"{parts.scheme}://{parts.netloc}"
     return f"{task['type']}:{host}"
+
+
+class UnknownCluster(Exception):
+    """A ``connection.cluster`` this worker has no configuration for."""
 
 
 def _denied(exc: EgressDenied) -> Result:
@@ -601,6 +625,8 @@ def _kafka_failure(exc: BaseException) -> Result:
     """A Kafka error as a result: the cluster's "not now" errors may be retried."""
     if isinstance(exc, EgressDenied):
         return _denied(exc)
+    if isinstance(exc, UnknownCluster):
+        return Result(Outcome.PERMANENT, f"unknown_cluster: {exc}")
     if isinstance(exc, _KAFKA_UNREACHABLE):
         return Result(Outcome.RETRYABLE, f"{type(exc).__name__}: {exc}", unreachable=True)
     if isinstance(exc, _KAFKA_RETRYABLE):
@@ -637,7 +663,7 @@ def kafka_record(firing: dict[str, Any]) -> KafkaRecord:
     conn = firing["task"]["connection"]
     key = (conn.get("key") or firing["schedule_id"]).encode("utf-8")
     return KafkaRecord(
-        host=conn["host"],
+        host=clusters.target_key(conn),
         topic=conn["topic"],
         key=key,
         key_hash=murmur2(key) & 0x7FFFFFFF,

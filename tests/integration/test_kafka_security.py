@@ -11,6 +11,7 @@ went wrong, and never shows the password.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import time
@@ -78,7 +79,6 @@ def access(
 
 
 def submit(bootstrap: str, env: dict[str, str], command: dict[str, Any], prefix: str) -> Any:
-    import json
 
     return subprocess.run(
         [SCHEDULER, "submit", json.dumps(command)],
@@ -181,3 +181,69 @@ async def test_a_worker_with_a_wrong_password_stops_and_says_why(
     log = worker.tail(200)
     assert "cannot connect to Kafka at" in log, log
     assert "nope" not in log
+
+
+async def test_a_command_names_a_target_cluster_whose_login_stays_with_the_operator(
+    secured: tuple[LocalBroker, TlsFiles], tmp_path: Path
+) -> None:
+    """A Kafka target named ``vault`` in SCHEDULER_TARGET_CLUSTERS, with its own SCRAM
+    login (SHA-256, where the worker itself uses SHA-512): the command carries only
+    the name. A name that is not configured is refused at the edge."""
+    import httpx
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.helpers import create_ssl_context
+
+    broker, tls = secured
+    clusters_file = tmp_path / "clusters.json"
+    clusters_file.write_text(
+        json.dumps(
+            {
+                "vault": {
+                    "bootstrap": broker.bootstrap,
+                    "security_protocol": "SASL_SSL",
+                    "sasl_mechanism": "SCRAM-SHA-256",
+                    "sasl_username": "app",
+                    "sasl_password": PASSWORD,
+                    "ssl_cafile": str(tls.ca),
+                }
+            }
+        )
+    )
+    env = {**access(tls), "SCHEDULER_TARGET_CLUSTERS": str(clusters_file)}
+    worker = Worker(broker.bootstrap, tmp_path / "worker", extra_env=env)
+    topic = f"vault-{int(time.time())}"
+    try:
+        await asyncio.to_thread(worker.start, 120)
+        named = {
+            "client": CLIENTS.client("vault"),
+            "type": "now",
+            "task": {"type": "kafka", "connection": {"cluster": "vault", "topic": topic}},
+        }
+        answer = httpx.post(f"{worker.url}/commands", json=named, timeout=30)
+        assert answer.status_code == 202, answer.text
+        unknown = {**named, "client": CLIENTS.client("nowhere")}
+        unknown["task"] = {"type": "kafka", "connection": {"cluster": "nowhere", "topic": topic}}
+        refused = httpx.post(f"{worker.url}/commands", json=unknown, timeout=30)
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"] == "unknown_cluster"
+        assert "vault" in refused.json()["detail"]
+
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=broker.bootstrap,
+            security_protocol="SASL_SSL",
+            sasl_mechanism="SCRAM-SHA-512",
+            sasl_plain_username="app",
+            sasl_plain_password=PASSWORD,
+            ssl_context=create_ssl_context(cafile=str(tls.ca)),
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        try:
+            record = await asyncio.wait_for(consumer.getone(), timeout=60)
+        finally:
+            await consumer.stop()
+        headers = dict(record.headers)
+        assert headers["X-Schedule-Id"].decode() == CLIENTS.sid("vault")
+    finally:
+        worker.stop()

@@ -66,10 +66,11 @@ async def test_posts_body_and_headers_and_reuses_the_connection(
     url, seen = aiohttp_server
     client = HttpClient()
     try:
-        headers = {"Content-Type": "application/json", "Idempotency-Key": "fir_1", "X-Team": "a"}
-        first = await client.post(f"{url}/run?x=1", b'{"job": 1}', headers, 5)
-        second = await client.post(f"{url}/run?x=2", b'{"job": 2}', headers, 5)
-        failed = await client.post(f"{url}/run?status=503", b"{}", headers, 5)
+        headers = {"Content-Type": "application/json", "idempotency-key": "theirs", "X-Team": "a"}
+        own = {"Idempotency-Key": "fir_1"}
+        first = await client.post(f"{url}/run?x=1", b'{"job": 1}', headers, 5, own=own)
+        second = await client.post(f"{url}/run?x=2", b'{"job": 2}', headers, 5, own=own)
+        failed = await client.post(f"{url}/run?status=503", b"{}", headers, 5, own=own)
     finally:
         await client.close()
     assert first == (200, "OK") and second == (200, "OK")
@@ -78,7 +79,9 @@ async def test_posts_body_and_headers_and_reuses_the_connection(
     assert seen[0]["body"] == b'{"job": 1}'
     sent = seen[0]["headers"]
     assert isinstance(sent, dict)
+    # Ours wins: the command's own copy (in another case) is not sent beside it.
     assert sent["Idempotency-Key"] == "fir_1" and sent["X-Team"] == "a"
+    assert [k for k in sent if k.lower() == "idempotency-key"] == ["Idempotency-Key"]
     assert sent["Host"] == url.removeprefix("http://")
     assert sent["User-Agent"] == "kafka-scheduler"
     # Kept alive: all three went over one connection (one client port).
@@ -189,7 +192,83 @@ async def test_basic_auth_from_the_url_and_a_commands_own_host() -> None:
 
 async def test_refuses_header_injection_and_non_http_urls() -> None:
     client = HttpClient()
-    with pytest.raises(ValueError, match="line break"):
+    with pytest.raises(ValueError, match="invalid request header"):
         await client.post("http://127.0.0.1:9/x", b"{}", {"X-A": "1\r\nX-Evil: 2"}, 1)
+    # A name that is not an HTTP token (a trailing space would dodge a framing filter).
+    with pytest.raises(ValueError, match="invalid request header"):
+        await client.post("http://127.0.0.1:9/x", b"{}", {"Transfer-Encoding ": "chunked"}, 1)
     with pytest.raises(ValueError, match="not an http"):
         await client.post("ftp://127.0.0.1/x", b"{}", {}, 1)
+
+
+async def answered(answer: bytes, url_path: str = "/x") -> tuple[object, list[bytes], int]:
+    """POST once to a raw server that answers ``answer``; the outcome, what it got, and
+    how many connections it saw for a second POST (1: the first was reused)."""
+    heads: list[bytes] = []
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        try:
+            while True:
+                heads.append(await read_request(reader))
+                writer.write(answer if len(heads) == 1 else b"HTTP/1.1 204 No Content\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server, url = await raw_server(handler)
+    client = HttpClient()
+    try:
+        try:
+            outcome: object = await client.post(url + url_path, b"{}", {}, 5)
+        except Exception as exc:
+            outcome = exc
+        await client.post(url + "/again", b"{}", {}, 5)
+    finally:
+        await client.close()
+        server.close()
+    return outcome, heads, connections
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2, 3\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"HTTP/1.1 2000000 OK\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nBad Name: x\r\nContent-Length: 0\r\n\r\n",
+    ],
+)
+async def test_a_malformed_response_fails_and_its_connection_is_never_reused(
+    answer: bytes,
+) -> None:
+    outcome, _, connections = await answered(answer)
+    assert isinstance(outcome, ConnectionError), outcome
+    assert "malformed HTTP response" in str(outcome)
+    assert connections == 2  # the second POST had to open a new connection
+
+
+async def test_an_endless_chunk_size_line_fails_fast_instead_of_being_scanned_again() -> None:
+    """16 MiB of chunk-size digits with no line end: refused once past the head limit,
+    not kept whole and searched again on every read."""
+    started = asyncio.get_running_loop().time()
+    outcome, _, _ = await answered(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"1" * (16 * 2**20)
+    )
+    assert isinstance(outcome, ConnectionError), outcome
+    assert asyncio.get_running_loop().time() - started < 2.0
+
+
+async def test_the_path_is_percent_encoded_and_a_non_ascii_host_goes_out_as_idna() -> None:
+    _, heads, _ = await answered(
+        b"HTTP/1.1 204 No Content\r\n\r\n", url_path="/a b/caf\u00e9?q=x y"
+    )
+    assert heads[0].startswith(b"POST /a%20b/caf%C3%A9?q=x%20y HTTP/1.1\r\n"), heads[0][:80]
+    from scheduler.targets.http1 import _parse_url
+
+    target = _parse_url("http://b\u00fccher.example/x")
+    assert target.fixed[0] == (b"Host", b"xn--bcher-kva.example")
