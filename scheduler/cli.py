@@ -266,7 +266,7 @@ def _print_schedule(item: dict[str, Any]) -> None:
         ("client", _client_label(client)),
         ("type", f"{item['type']} {item.get('schedule') or ''}".strip()),
         ("timezone", item["timezone"]),
-        ("task", f"{item['task']['type']} -> {item['task']['connection']['host']}"),
+        ("task", f"{item['task']['type']} -> {_where(item['task']['connection'])}"),
         ("status", item["status"]),
         ("next_fire_at", item.get("next_fire_at") or "-"),
         ("next_fire_local", item.get("next_fire_at_local") or "-"),
@@ -275,6 +275,11 @@ def _print_schedule(item: dict[str, Any]) -> None:
     ]
     for name, value in rows:
         print(f"{name:16} {value}")
+
+
+def _where(connection: dict[str, Any]) -> str:
+    cluster = connection.get("cluster")
+    return f"cluster {cluster}" if cluster else str(connection.get("host"))
 
 
 def _client_label(client: dict[str, str]) -> str:

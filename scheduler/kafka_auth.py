@@ -19,7 +19,7 @@ import logging
 import ssl
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,7 +43,7 @@ class Access:
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_sasl_mechanism: str | None = None
     kafka_sasl_username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     kafka_ssl_cafile: Path | None = None
     kafka_ssl_certfile: Path | None = None
     kafka_ssl_keyfile: Path | None = None
@@ -92,11 +92,14 @@ def ssl_context(settings: Reachable) -> ssl.SSLContext | None:
         return context
     except (OSError, ssl.SSLError) as exc:
         raise KafkaAccessError(
-            f"cannot read the Kafka TLS files (SCHEDULER_KAFKA_SSL_CAFILE "
-            f"{settings.kafka_ssl_cafile}, SCHEDULER_KAFKA_SSL_CERTFILE "
-            f"{settings.kafka_ssl_certfile}, SCHEDULER_KAFKA_SSL_KEYFILE "
+            f"cannot read the Kafka TLS files of {_named(settings)} (CA "
+            f"{settings.kafka_ssl_cafile}, certificate {settings.kafka_ssl_certfile}, key "
             f"{settings.kafka_ssl_keyfile}): {exc}"
         ) from exc
+
+
+def _named(settings: Reachable) -> str:
+    return settings.named if isinstance(settings, Access) else "SCHEDULER_KAFKA_*"
 
 
 def client_options(settings: Reachable) -> dict[str, Any]:

@@ -57,6 +57,11 @@ async def ensure_topics(settings: Settings, timeout: float = 60.0) -> None:
     await kafka_auth.explained(settings, admin.start())
     try:
         replicas = await replication_factor(admin, settings)
+        if settings.min_insync_replicas is not None and settings.min_insync_replicas > replicas:
+            raise BrokerError(
+                f"SCHEDULER_MIN_INSYNC_REPLICAS is {settings.min_insync_replicas} but topics get "
+                f"{replicas} replicas: every write with acks=all would be refused"
+            )
         existing = set(await admin.list_topics())
         new = [
             NewTopic(name, settings.partitions, replicas, topic_configs=configs)

@@ -29,6 +29,7 @@ from pydantic import (
 from scheduler.domain import ids
 from scheduler.domain.errors import InvalidCommand, InvalidSchedule
 from scheduler.domain.misfire import MisfirePolicy
+from scheduler.domain.secrets import MASK, masked_task, masked_url, sensitive
 from scheduler.domain.timezones import resolve_zone
 from scheduler.domain.triggers import TriggerSpec, local_instant, validate
 
@@ -174,9 +175,10 @@ class Task(_Strict):
         if self.type is TaskType.REST:
             assert conn.host is not None
             parts = urlsplit(conn.host)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
+            if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ValueError(
-                    f"connection.host: must be an http(s) URL for a rest task (got {conn.host!r})"
+                    "connection.host: must be an http(s) URL for a rest task "
+                    f"(got {masked_url(conn.host)!r})"
                 )
         elif self.type is TaskType.KAFKA:
             if not conn.topic:
@@ -185,7 +187,8 @@ class Task(_Strict):
             assert conn.host is not None
             if urlsplit(conn.host).scheme not in ("redis", "rediss", "unix"):
                 raise ValueError(
-                    f"connection.host: must be a redis:// URL for a redis task (got {conn.host!r})"
+                    "connection.host: must be a redis:// URL for a redis task "
+                    f"(got {masked_url(conn.host)!r})"
                 )
             if not conn.topic:
                 raise ValueError("connection.topic: is required for a redis task")
@@ -391,14 +394,32 @@ def from_validation_error(exc: ValidationError) -> InvalidCommand:
             field = field or "$"
             text = f"{field}: {message}" if field != "$" else message
             if field != "$" and err["type"] != "missing":
-                text += f" (got {_short(err.get('input'))})"
+                text += f" (got {_short(_shown(err.get('input')))})"
         problems.append(text)
         if index == 0:
-            first_field, first_value = field, err.get("input")
+            first_field, first_value = field, _shown(err.get("input"))
     return InvalidCommand("invalid_command", "; ".join(problems), first_field, first_value)
 
 
 _INNER_FIELD = re.compile(r"^(?P<field>[A-Za-z_][\w.]*): (?P<message>.*)$", re.DOTALL)
+
+
+def _shown(value: Any) -> Any:
+    """A rejected value as it may be shown: no header secret, no URL password.
+
+    A rejection goes back to the sender and onto the rejected topic, where
+    other teams read it."""
+    if isinstance(value, dict):
+        if "connection" in value:
+            return masked_task(value)
+        if "host" in value or "headers" in value:
+            return masked_task({"connection": value})["connection"]
+        if all(isinstance(name, str) for name in value):
+            return {name: MASK if sensitive(name) else item for name, item in value.items()}
+        return value
+    if isinstance(value, str) and "@" in value:
+        return masked_url(value)
+    return value
 
 
 def _short(value: Any, limit: int = 120) -> str:

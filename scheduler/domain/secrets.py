@@ -19,7 +19,7 @@ import json
 import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 MASK = "***"
 
@@ -53,9 +53,11 @@ def masked_url(url: str) -> str:
     """``url`` with a password in it replaced by ``***`` (a reference is kept)."""
     try:
         parts = urlsplit(url)
+        password = parts.password
     except ValueError:
-        return url
-    if parts.password is None:
+        # Not a URL one can take apart: hide whatever sits between "://" and "@".
+        return re.sub(r"(://[^/@]*?:)[^/@]*@", rf"\g<1>{MASK}@", url)
+    if password is None:
         return url
     userinfo, _, hostport = parts.netloc.rpartition("@")
     user, _, password = userinfo.partition(":")
@@ -96,6 +98,29 @@ def masked_command_text(text: str) -> str:
     if masked == parsed["task"]:
         return text
     return json.dumps({**parsed, "task": masked}, ensure_ascii=False)
+
+
+def expand_url(url: str, secrets_dir: Path | None) -> str:
+    """``url`` with a ``{{secret:NAME}}`` password read from the secrets dir.
+
+    Only the password: a reference anywhere else in a URL (its path, its
+    query) is sent as written, so a command cannot carry a secret to a host
+    in a query string.
+    """
+    if "{{secret:" not in url:
+        return url
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if password is None or not WHOLE_REFERENCE.match(password):
+        return url
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    secret = quote(expand(password, secrets_dir), safe="")
+    netloc = f"{user}:{secret}@{hostport}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def expand(value: str, secrets_dir: Path | None) -> str:

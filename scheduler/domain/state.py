@@ -490,7 +490,7 @@ def firing(
         "attempt": 1,
         "name": cmd.name,
         "client": cmd.client.model_dump(mode="json"),
-        "task": secrets.masked_task(cmd.task.model_dump(mode="json")) if cmd.task else None,
+        "task": cmd.task.model_dump(mode="json") if cmd.task else None,
     }
 
 

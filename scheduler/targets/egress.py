@@ -25,6 +25,7 @@ denied address fails its delivery for good (``egress_denied``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ DENIED_BY_DEFAULT: tuple[Network, ...] = (
     ipaddress.ip_network("169.254.0.0/16"),  # link-local, AWS/GCP/Azure metadata
     ipaddress.ip_network("fe80::/10"),  # IPv6 link-local
     ipaddress.ip_network("fd00:ec2::254/128"),  # AWS metadata over IPv6
+    ipaddress.ip_network("100.100.100.200/32"),  # Alibaba Cloud metadata
 )
 
 
@@ -90,6 +92,9 @@ class Policy:
             return tuple(Rule.parse(part) for part in (text or "").split(",") if part.strip())
 
         own = {"localhost", socket.gethostname().lower()}
+        # This host's own addresses: its web port there is the worker itself.
+        with contextlib.suppress(OSError):
+            own.update(socket.gethostbyname_ex(socket.gethostname())[2])
         return cls(rules(allow), rules(deny), own_port, frozenset(own))
 
     def judge_name(self, host: str, port: int | None) -> str | None:
@@ -111,33 +116,49 @@ class Policy:
 
     def judge_address(self, address: Address, port: int | None, host: str) -> str | None:
         """Why connecting to ``address`` (which ``host`` resolved to) is denied, or None."""
+        address = plain(address)
         shown = host if host == str(address) else f"{host} ({address})"
         for rule in self.deny:
             if rule.matches_address(address):
                 return f"{shown} is in SCHEDULER_EGRESS_DENY rule {rule.text}"
-        if self.allow:
-            if any(rule.matches_address(address) for rule in self.allow):
-                return None
-            if _address(host) is None and self.named_allowed(host):
-                return None
+        by_address = any(rule.matches_address(address) for rule in self.allow)
+        named = _address(host) is None and self.named_allowed(host)
+        if self.allow and not by_address and not named:
             return f"{shown} is not in SCHEDULER_EGRESS_ALLOW"
+        if by_address:
+            return None
+        # Only an allow rule naming the address itself opens a default denial:
+        # an allowed name may be made to resolve anywhere.
         for network in DENIED_BY_DEFAULT:
             if address in network:
-                return f"{shown} is in {network}, denied unless SCHEDULER_EGRESS_ALLOW names it"
-        if (
-            port is not None
-            and port == self.own_port
-            and (address.is_loopback or address.is_unspecified)
-        ):
+                return (
+                    f"{shown} is in {network}, denied unless an address rule in "
+                    "SCHEDULER_EGRESS_ALLOW names it"
+                )
+        own = address.is_loopback or address.is_unspecified or str(address) in self.own_hosts
+        if port is not None and port == self.own_port and own:
             return f"{shown}:{port} is this worker's own web port"
         return None
 
 
 def _address(host: str) -> Address | None:
     try:
-        return ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+        return plain(ipaddress.ip_address(host.strip("[]").split("%", 1)[0]))
     except ValueError:
         return None
+
+
+def plain(address: Address) -> Address:
+    """The IPv4 address inside an IPv6 one that carries it (``::ffff:a.b.c.d``, 6to4,
+    ``::a.b.c.d``), which is where a connection to it really goes: every IPv4 rule
+    must apply to it."""
+    if isinstance(address, ipaddress.IPv6Address):
+        inner = address.ipv4_mapped or address.sixtofour
+        if inner is None and int(address) >> 32 == 0 and int(address) > 1:
+            inner = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)  # IPv4-compatible
+        if inner is not None:
+            return inner
+    return address
 
 
 def targets_of(task: dict[str, Any]) -> list[tuple[str, int | None]]:

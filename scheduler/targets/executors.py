@@ -229,7 +229,7 @@ class Executors:
     async def _rest(self, firing: dict[str, Any], task: dict[str, Any]) -> Result:
         conn = task["connection"]
         try:
-            url = secrets.expand(conn["host"], self.secrets_dir)
+            url = secrets.expand_url(conn["host"], self.secrets_dir)
             given = {
                 str(name): secrets.expand(str(value), self.secrets_dir)
                 for name, value in (conn.get("headers") or {}).items()
@@ -500,17 +500,21 @@ class Executors:
 
     # -- Redis ---------------------------------------------------------------
 
-    async def _redis_client(self, url: str) -> aioredis.Redis:
-        """The server's client, made once: to an address the egress policy allows."""
-        self._used(self._redis, url)
-        client = self._redis.get(url)
+    async def _redis_client(self, host: str, url: str) -> aioredis.Redis:
+        """The server's client, made once: to an address the egress policy allows.
+
+        Kept under ``host`` as the command wrote it (as its gate is), and made
+        from ``url``, the same with its password read from the secrets dir.
+        """
+        self._used(self._redis, host)
+        client = self._redis.get(host)
         if client is None:
             from redis import asyncio as aioredis
 
             client = aioredis.Redis.from_url(
                 await self._pinned_url(url), max_connections=self._max_connections
             )
-            self._redis[url] = client
+            self._redis[host] = client
         return client
 
     async def _pinned_url(self, url: str) -> str:
@@ -534,7 +538,9 @@ class Executors:
         text = json.dumps(envelope, ensure_ascii=False)
         mode = RedisMode(conn.get("mode") or RedisMode.PUBLISH)
         try:
-            client = await self._redis_client(secrets.expand(conn["host"], self.secrets_dir))
+            client = await self._redis_client(
+                conn["host"], secrets.expand_url(conn["host"], self.secrets_dir)
+            )
         except secrets.SecretMissing as exc:
             return Result(Outcome.PERMANENT, f"secret_missing: {exc}")
         except EgressDenied as exc:

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import ssl
 import time
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import h11
 
+from scheduler.domain.secrets import masked_url
 from scheduler.targets.egress import Policy, resolve
 
 #: Idle connections kept per origin.
@@ -317,7 +319,7 @@ def _parse_url(url: str) -> Target:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not an http(s) URL: {url!r}")
+        raise ValueError(f"not an http(s) URL: {masked_url(url)!r}")
     port = parts.port or (443 if scheme == "https" else 80)
     host = parts.hostname
     try:
@@ -341,11 +343,13 @@ def _parse_url(url: str) -> Target:
 
 
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _QUERY_SAFE = _PATH_SAFE + "?"
 
 #: Headers this client writes itself; a command's own copies (in any case) are dropped.
 OWN = frozenset(
     {
+        "host",
         "content-length",
         "transfer-encoding",
         "connection",
@@ -362,25 +366,29 @@ def _request(
 ) -> h11.Request:
     """The request for ``target``: the command's ``headers``, then ``own`` (ours).
 
-    A command header named like one of ours or like the framing (in any case)
-    is dropped; a command's ``Host`` replaces the URL's. h11 refuses a name
-    that is not an HTTP token and a value with a line break (``ValueError``).
+    A command header named like one of ours, like the framing or ``Host`` (in
+    any case) is dropped: the ``Host`` is the URL's, the one the egress policy
+    judged. A command's ``Authorization`` replaces the URL's ``user:password``.
+    A name that is not an HTTP token or a value with a line break is refused
+    (``ValueError``).
     """
     taken = OWN | {name.lower() for name in own}
-    lines: list[tuple[bytes, bytes]] = []
-    host = agent = False
+    lines: list[tuple[bytes, bytes]] = [target.fixed[0]]
+    agent = authorized = False
     for name, value in headers.items():
         lower = name.lower()
         if lower in taken:
             continue
-        if lower == "host":
-            host = True
-        elif lower == "user-agent":
+        if not _TOKEN.fullmatch(name) or any(ch in value for ch in "\r\n\x00"):
+            # Said without the value: it may be a secret read at delivery.
+            raise ValueError(f"invalid request header {name[:80]!r}: not a token, or a line break")
+        if lower == "user-agent":
             agent = True
-        lines.append((name.encode("latin-1", "replace"), value.encode("utf-8")))
-    if not host:
-        lines.insert(0, target.fixed[0])
-    lines += target.fixed[1:]
+        elif lower == "authorization":
+            authorized = True
+        lines.append((name.encode("ascii"), value.encode("utf-8")))
+    if not authorized:
+        lines += target.fixed[1:]  # the URL's user:password, unless a header says otherwise
     lines += [(name.encode("ascii"), value.encode("utf-8")) for name, value in own.items()]
     if not agent:
         lines.append((b"User-Agent", USER_AGENT.encode()))

@@ -85,3 +85,22 @@ def test_the_edge_rejects_a_denied_literal_target_naming_the_field_and_value() -
     assert caught.value.error == "egress_denied"
     assert caught.value.field == "task.connection.host"
     assert "169.254.169.254" in caught.value.detail
+
+
+def test_an_ipv4_address_inside_ipv6_is_judged_as_the_ipv4_address() -> None:
+    policy = Policy.of(None, "10.0.0.0/8", own_port=6066)
+    for url in (
+        "http://[::ffff:169.254.169.254]/latest",
+        "http://[2002:a9fe:a9fe::1]/latest",  # 6to4
+        "http://[::ffff:127.0.0.1]:6066/commands",
+        "http://[::ffff:10.0.0.5]/x",
+    ):
+        assert refusal(rest(url), policy) is not None, url
+
+
+def test_an_allowed_name_that_resolves_to_metadata_is_still_denied() -> None:
+    policy = Policy.of("*.example.com", None)
+    metadata = ipaddress.ip_address("169.254.169.254")
+    assert policy.judge_address(metadata, 80, "rebind.example.com") is not None
+    opened = Policy.of("*.example.com, 169.254.169.254/32", None)
+    assert opened.judge_address(metadata, 80, "rebind.example.com") is None

@@ -72,3 +72,15 @@ def test_references_are_read_from_the_secrets_dir_at_delivery(tmp_path: Path) ->
         expand("{{secret:api-key}}", None)
     with pytest.raises(SecretMissing, match="not a secret name"):
         expand("{{secret:..}}", tmp_path)
+
+
+def test_only_a_url_password_is_read_from_a_reference(tmp_path: Path) -> None:
+    from scheduler.domain.secrets import expand_url
+
+    (tmp_path / "pw").write_text("p@ss/word\n")
+    assert expand_url("https://bot:{{secret:pw}}@h.example/x", tmp_path) == (
+        "https://bot:p%40ss%2Fword@h.example/x"
+    )
+    # Anywhere else a reference is sent as written: no secret in a query string.
+    leak = "https://h.example/x?k={{secret:pw}}"
+    assert expand_url(leak, tmp_path) == leak
