@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from faults.harness import Verdict
 from faults.scenarios import SCENARIOS, Outcome
 
 REPORT = Path(__file__).parent / "REPORT.md"
@@ -162,13 +163,31 @@ def main() -> None:
     names = args.only or list(SCENARIOS)
     sizes = SHORT if args.short else LONG
     outcomes = asyncio.run(run(names, sizes))
-    text = report(outcomes, "python -m faults.run" + (" --short" if args.short else ""))
+    command = "python -m faults.run" + (" --short" if args.short else "")
+    if args.only and not args.short and RESULTS.exists():
+        # A long run of some scenarios replaces their rows; the others stay as measured.
+        fresh = {o.scenario for o in outcomes}
+        kept = [o for o in load(RESULTS) if o.scenario not in fresh]
+        order = {o.scenario: i for i, o in enumerate(load(RESULTS))}
+        outcomes = sorted(kept + outcomes, key=lambda o: order.get(o.scenario, len(order)))
+        command += " (and --only " + " ".join(args.only) + " for the rows it names)"
+    text = report(outcomes, command)
     print(text)
-    if not args.short and not args.only:
+    if not args.short:
         REPORT.write_text(text)
         RESULTS.write_text(
             json.dumps([o.as_dict() for o in outcomes], indent=2, default=str) + "\n"
         )
+
+
+def load(path: Path) -> list[Outcome]:
+    """The outcomes a long run saved."""
+    out = []
+    for item in json.loads(path.read_text()):
+        item.pop("ok", None)
+        item["verdict"] = Verdict(**item["verdict"])
+        out.append(Outcome(**item))
+    return out
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     max_in_flight_per_target: int = Field(default=128, ge=1, le=10_000)
     """Deliveries running at once to one target (a REST origin, a Kafka cluster, a
     Redis server); 8 times as many more may wait, without holding a worker
-    slot, and past that a delivery is put off for a second on ``firings-retry``
+    slot, and past that a delivery is put off on ``firings-retry`` (1 s, doubling to 30 s)
     (``scheduler.targets.guard``). So one target that hangs holds at most this
     many of ``max_in_flight``."""
 

@@ -66,8 +66,13 @@ _fetched: Any = None
 
 _succeeded = metrics.counter("scheduler_deliveries_succeeded_total", "deliveries that succeeded")
 _failed = metrics.counter("scheduler_deliveries_failed_total", "delivery attempts that failed")
-#: Seconds a delivery its target had no room for is put off.
+#: Seconds a delivery its target had no room for is put off, the first time;
+#: doubled each time it is put off again, up to ``DEFER_MAX_S``. A target
+#: that hangs would otherwise have every delivery to it read, refused and
+#: written again every second, and that churn took the CPU the healthy
+#: targets' deliveries needed (fault suite, black-hole target).
 DEFER_S = 1.0
+DEFER_MAX_S = 30.0
 
 _deferred = metrics.counter(
     "scheduler_deliveries_deferred_total",
@@ -171,9 +176,12 @@ async def _conclude(firing: dict[str, Any], result: Result) -> None:
     if result.deferred:
         # Never tried (its target had too much in flight): put off on the retry
         # topic whatever the policy, as the same attempt, never dead-lettered.
-        later = clock.now() + timedelta(seconds=DEFER_S)
+        deferrals = int(firing.get("deferrals") or 0)
+        wait = min(DEFER_S * 2 ** min(deferrals, 16), DEFER_MAX_S)
+        later = clock.now() + timedelta(seconds=wait)
         body = {
             **{k: v for k, v in firing.items() if k not in _CONCLUSION_FIELDS},
+            "deferrals": deferrals + 1,
             "not_before": format_utc(later, micros=True),
             "last_error": shorten(result.error),
             "errors": firing.get("errors", []),
@@ -217,7 +225,7 @@ async def _conclude(firing: dict[str, Any], result: Result) -> None:
 
 
 #: What a retry or dead-letter record sets itself, dropped from the firing it copies.
-_CONCLUSION_FIELDS = ("not_before", "last_error", "errors", "reason", "dead_at")
+_CONCLUSION_FIELDS = ("not_before", "last_error", "errors", "reason", "dead_at", "deferrals")
 
 
 async def _bury(firing: dict[str, Any], result: Result | None, reason: str) -> None:
