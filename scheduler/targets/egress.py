@@ -226,6 +226,11 @@ async def resolve(host: str, port: int, policy: Policy) -> list[str]:
     reason = policy.judge_name(host, port)
     if reason is not None:
         raise EgressDenied(reason)
+    literal = _address(host)
+    if literal is not None:
+        # Judged above already; no lookup (asyncio's runs in a thread, one per
+        # new connection, which a target that never answers asks for all the time).
+        return [host.strip("[]")]
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
     for text in addresses:
