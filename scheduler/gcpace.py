@@ -29,8 +29,9 @@ thousand retry records moved to their delay tier, a crowd of firings)
 leaves its freed buffers inside the process, where its resident memory
 keeps them until the next burst; measured with ``python -m bench.retries``
 (``bench/results/retries.md``). Only after growth, because the call locks
-the heap while it walks it: 2.5 ms for a 100 MiB heap, 38 ms for 650 MiB,
-and an allocation on the event loop meanwhile waits (up to 7 and 93 ms).
+the heap while it walks it, longer the larger the heap, and an allocation on
+the event loop meanwhile waits (measured in the commit that added the
+growth check).
 """
 
 from __future__ import annotations
