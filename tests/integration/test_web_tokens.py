@@ -62,15 +62,18 @@ async def test_tokens_guard_every_endpoint_but_health_on_every_worker(make_worke
     # those the second worker owns are routed there, the token with them.
     for key in KEYS:
         sid = CLIENTS.sid(key)
-        found = await eventually(
-            lambda sid=sid: (
-                (
-                    r := httpx.get(f"{first.url}/schedules/{sid}", headers=bearer("second-token"))
-                ).status_code
-                == 200
-                and r
-            )
-        )
+        seen: list[str] = []
+
+        def routed(sid: str = sid, seen: list[str] = seen) -> Any:
+            r = httpx.get(f"{first.url}/schedules/{sid}", headers=bearer("second-token"))
+            seen.append(f"{r.status_code} {r.text[:200]}")
+            return r.status_code == 200 and r
+
+        # A rebalance after the second worker joined may take a while: say what came back.
+        try:
+            found = await eventually(routed, timeout=60)
+        except AssertionError:
+            raise AssertionError(f"{sid} not found via the first worker: {seen[-3:]}") from None
         assert found.json()["schedule_id"] == sid
     listed = httpx.get(
         f"{first.url}/schedules",
