@@ -33,6 +33,7 @@ from scheduler.domain.models import RedisMode
 from scheduler.domain.retry import Outcome, Result, classify_http, delivery_headers, redis_envelope
 from scheduler.kafka_auth import Access
 from scheduler.targets import clusters
+from scheduler.targets.broker_guard import BrokerGuard
 from scheduler.targets.egress import EgressDenied, Policy, resolve, targets_of
 from scheduler.targets.guard import Gate, Gates, Limits, Refused
 from scheduler.targets.http1 import HttpClient
@@ -306,9 +307,16 @@ class Executors:
             linger_ms=DELIVERY_LINGER_MS,
             max_batch_size=1_000_000,
         )
+        # A cluster the operator named is trusted to advertise its own brokers;
+        # one a command named has each of its brokers checked as well.
+        guard = (
+            None
+            if bootstrap.startswith(clusters.PREFIX)
+            else BrokerGuard(producer.client, self.policy)
+        )
         try:
             async with asyncio.timeout(PRODUCER_START_S):
-                await producer.start()
+                await _start_guarded(producer, guard)
         except BaseException as exc:
             await producer.stop()
             if isinstance(exc, TimeoutError):
@@ -322,8 +330,8 @@ class Executors:
     async def _pinned_servers(self, bootstrap: str) -> str:
         """The bootstrap list with each host replaced by an address the policy allows.
 
-        Only the bootstrap servers are checked: the brokers a cluster then
-        advertises are its own, and are connected to as it says.
+        The brokers the cluster then advertises are checked as they are
+        connected to (:class:`BrokerGuard`).
         """
         pinned = []
         for host, port in targets_of({"type": "kafka", "connection": {"host": bootstrap}}):
@@ -594,6 +602,24 @@ class Slot:
     def release(self) -> None:
         """Done with it (if it is still held)."""
         self.give_back()
+
+
+async def _start_guarded(producer: AIOKafkaProducer, guard: BrokerGuard | None) -> None:
+    """Start ``producer``; if ``guard`` refuses one of its brokers meanwhile, fail with why."""
+    if guard is None:
+        await producer.start()
+        return
+    starting = asyncio.ensure_future(producer.start())
+    denied = asyncio.ensure_future(guard.wait_denied())
+    try:
+        await asyncio.wait((starting, denied), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (starting, denied):
+            task.cancel()
+        await asyncio.gather(starting, denied, return_exceptions=True)
+    if guard.denied is not None:
+        raise EgressDenied(guard.denied)
+    starting.result()
 
 
 def _refused(exc: Refused) -> Result:

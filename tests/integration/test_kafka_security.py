@@ -17,7 +17,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -31,11 +31,19 @@ PASSWORD = "s3cret-for-tests"
 CLIENTS = Clients(operation="security", application="sasl", group="itest")
 
 
+class Secured(NamedTuple):
+    broker: LocalBroker  # bootstrap: the SASL_SSL listener
+    tls: TlsFiles
+    ssl_port: int  # SSL that requires a client certificate
+    sasl_plaintext_port: int
+
+
 @pytest.fixture(scope="module")
-def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalBroker, TlsFiles]]:
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     work = tmp_path_factory.mktemp("secured")
     tls = tls_files(work / "tls")
     port, plain, controller = free_port(), free_port(), free_port()
+    ssl_port, sasl_plaintext_port = free_port(), free_port()
     broker = LocalBroker(
         port=port,
         controller_port=controller,
@@ -46,12 +54,14 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalBro
             controller_port=controller,
             tls=tls,
             plain_users={"plain-app": PASSWORD},
+            ssl_port=ssl_port,
+            sasl_plaintext_port=sasl_plaintext_port,
         ),
         format_args=scram_users({"app": PASSWORD}),
     )
     broker.start(timeout=120)
     try:
-        yield broker, tls
+        yield Secured(broker, tls, ssl_port, sasl_plaintext_port)
     finally:
         broker.stop()
 
@@ -104,9 +114,9 @@ def command(key: str, url: str) -> dict[str, Any]:
 
 
 async def test_a_worker_and_the_cli_work_over_sasl_ssl_with_scram(
-    secured: tuple[LocalBroker, TlsFiles], tmp_path: Path, http_target: HttpTarget
+    secured: Secured, tmp_path: Path, http_target: HttpTarget
 ) -> None:
-    broker, tls = secured
+    broker, tls, *_ = secured
     secret = tmp_path / "password"
     secret.write_text(PASSWORD + "\n")  # as a mounted secret: the newline is not part of it
     env = access(tls, password_file=secret)
@@ -127,18 +137,71 @@ async def test_a_worker_and_the_cli_work_over_sasl_ssl_with_scram(
 
 @pytest.mark.parametrize(("mechanism", "user"), [("PLAIN", "plain-app"), ("SCRAM-SHA-256", "app")])
 def test_the_cli_logs_in_with_plain_and_scram_sha_256(
-    secured: tuple[LocalBroker, TlsFiles], mechanism: str, user: str, http_target: Any
+    secured: Secured, mechanism: str, user: str, http_target: Any
 ) -> None:
-    broker, tls = secured
+    broker, tls, *_ = secured
     env = access(tls, mechanism=mechanism, user=user)
     done = submit(broker.bootstrap, env, command(mechanism, "http://127.0.0.1:9/x"), "cli-")
     assert done.returncode == 0, done.stderr
 
 
-def test_a_wrong_password_is_a_clear_error_that_never_shows_a_password(
-    secured: tuple[LocalBroker, TlsFiles],
+def test_the_cli_works_over_sasl_plaintext_and_over_ssl_with_a_client_certificate(
+    secured: Secured,
 ) -> None:
-    broker, tls = secured
+    _, tls, ssl_port, sasl_plaintext_port = secured
+    over_sasl = {
+        "SCHEDULER_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "SCHEDULER_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "SCHEDULER_KAFKA_SASL_USERNAME": "app",
+        "SCHEDULER_KAFKA_SASL_PASSWORD": PASSWORD,
+    }
+    done = submit(f"127.0.0.1:{sasl_plaintext_port}", over_sasl, command("sp", "http://h/x"), "sp-")
+    assert done.returncode == 0, done.stderr
+    mutual = {
+        "SCHEDULER_KAFKA_SECURITY_PROTOCOL": "SSL",
+        "SCHEDULER_KAFKA_SSL_CAFILE": str(tls.ca),
+        "SCHEDULER_KAFKA_SSL_CERTFILE": str(tls.client_cert),
+        "SCHEDULER_KAFKA_SSL_KEYFILE": str(tls.client_key),
+    }
+    done = submit(f"127.0.0.1:{ssl_port}", mutual, command("mtls", "http://h/x"), "mtls-")
+    assert done.returncode == 0, done.stderr
+    # The listener requires a client certificate: without one the CLI is refused, and says so.
+    without = {k: v for k, v in mutual.items() if "CERTFILE" not in k and "KEYFILE" not in k}
+    done = submit(f"127.0.0.1:{ssl_port}", without, command("no-cert", "http://h/x"), "mtls-")
+    assert done.returncode != 0
+    assert "cannot connect to Kafka at" in done.stderr, done.stderr
+    assert "SSL" in done.stderr, done.stderr
+
+
+def test_replay_reaches_a_secured_cluster(secured: Secured) -> None:
+    broker, tls, *_ = secured
+    env = access(tls)
+    done = submit(broker.bootstrap, env, command("replay", "http://h/x"), "rp-")
+    assert done.returncode == 0, done.stderr
+    replayed = subprocess.run(
+        [SCHEDULER, "replay", "schedule-commands", "--from-beginning", "--dry-run", "--json"],
+        env={
+            **os.environ,
+            "SCHEDULER_BROKER": broker.bootstrap,
+            "SCHEDULER_TOPIC_PREFIX": "rp-",
+            "SCHEDULER_APP_ID": "replay-over-sasl",
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert replayed.returncode == 0, replayed.stderr
+    said = json.loads(replayed.stdout)
+    assert said["topic"] == "rp-schedule-commands" and said["dry_run"] is True
+    assert said["partitions"] and all("target" in row for row in said["partitions"]), said
+
+
+def test_a_wrong_password_is_a_clear_error_that_never_shows_a_password(
+    secured: Secured,
+) -> None:
+    broker, tls, *_ = secured
     wrong = "not-the-password"
     done = submit(
         broker.bootstrap, access(tls, password=wrong), command("x", "http://127.0.0.1:9/x"), "w-"
@@ -152,10 +215,8 @@ def test_a_wrong_password_is_a_clear_error_that_never_shows_a_password(
     assert wrong not in said and PASSWORD not in said
 
 
-def test_an_untrusted_certificate_is_a_clear_error(
-    secured: tuple[LocalBroker, TlsFiles], tmp_path: Path
-) -> None:
-    broker, _ = secured
+def test_an_untrusted_certificate_is_a_clear_error(secured: Secured, tmp_path: Path) -> None:
+    broker, *_ = secured
     other = tls_files(tmp_path / "other")  # a CA that did not sign the broker's certificate
     done = submit(
         broker.bootstrap,
@@ -171,9 +232,9 @@ def test_an_untrusted_certificate_is_a_clear_error(
 
 
 async def test_a_worker_with_a_wrong_password_stops_and_says_why(
-    secured: tuple[LocalBroker, TlsFiles], tmp_path: Path
+    secured: Secured, tmp_path: Path
 ) -> None:
-    broker, tls = secured
+    broker, tls, *_ = secured
     worker = Worker(broker.bootstrap, tmp_path / "worker", extra_env=access(tls, password="nope"))
     with pytest.raises(RuntimeError, match="worker exited with"):
         await asyncio.to_thread(worker.start, 60)
@@ -184,7 +245,7 @@ async def test_a_worker_with_a_wrong_password_stops_and_says_why(
 
 
 async def test_a_command_names_a_target_cluster_whose_login_stays_with_the_operator(
-    secured: tuple[LocalBroker, TlsFiles], tmp_path: Path
+    secured: Secured, tmp_path: Path
 ) -> None:
     """A Kafka target named ``vault`` in SCHEDULER_TARGET_CLUSTERS, with its own SCRAM
     login (SHA-256, where the worker itself uses SHA-512): the command carries only
@@ -193,7 +254,7 @@ async def test_a_command_names_a_target_cluster_whose_login_stays_with_the_opera
     from aiokafka import AIOKafkaConsumer
     from aiokafka.helpers import create_ssl_context
 
-    broker, tls = secured
+    broker, tls, *_ = secured
     clusters_file = tmp_path / "clusters.json"
     clusters_file.write_text(
         json.dumps(

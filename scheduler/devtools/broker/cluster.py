@@ -135,37 +135,47 @@ def secured_properties(
     controller_port: int,
     tls: TlsFiles,
     plain_users: dict[str, str],
+    ssl_port: int | None = None,
+    sasl_plaintext_port: int | None = None,
 ) -> dict[str, PropertyValue | None]:
     """A ``SASL_SSL`` listener on ``sasl_port`` (the one to bootstrap from), and the
-    broker's own traffic on a plain listener at ``plain_port``."""
-    listeners = (
-        f"SASL_SSL://{HOST}:{sasl_port},PLAINTEXT://{HOST}:{plain_port},"
-        f"CONTROLLER://{HOST}:{controller_port}"
-    )
+    broker's own traffic on a plain listener at ``plain_port``.
+
+    With ``ssl_port``, an ``SSL`` listener there that requires a client
+    certificate (mutual TLS); with ``sasl_plaintext_port``, a ``SASL_PLAINTEXT``
+    one. Each SASL listener takes PLAIN and both SCRAM mechanisms.
+    """
+    secured = {"SASL_SSL": sasl_port, "SSL": ssl_port, "SASL_PLAINTEXT": sasl_plaintext_port}
+    named = {name: port for name, port in secured.items() if port is not None}
+    named["PLAINTEXT"] = plain_port
+    advertised = ",".join(f"{name}://{HOST}:{port}" for name, port in named.items())
     plain = " ".join(f'user_{name}="{password}"' for name, password in plain_users.items())
-    return {
-        "listeners": listeners,
-        "advertised.listeners": f"SASL_SSL://{HOST}:{sasl_port},PLAINTEXT://{HOST}:{plain_port}",
-        "listener.security.protocol.map": (
-            "SASL_SSL:SASL_SSL,PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+    scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    props: dict[str, PropertyValue | None] = {
+        "listeners": f"{advertised},CONTROLLER://{HOST}:{controller_port}",
+        "advertised.listeners": advertised,
+        "listener.security.protocol.map": ",".join(
+            [f"{name}:{name}" for name in named] + ["CONTROLLER:PLAINTEXT"]
         ),
         "inter.broker.listener.name": "PLAINTEXT",
         "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
-        "listener.name.sasl_ssl.plain.sasl.jaas.config": (
-            f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain};"
-        ),
-        "listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config": (
-            "org.apache.kafka.common.security.scram.ScramLoginModule required;"
-        ),
-        "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": (
-            "org.apache.kafka.common.security.scram.ScramLoginModule required;"
-        ),
         "ssl.keystore.type": "PEM",
         "ssl.keystore.location": str(tls.broker),
         "ssl.truststore.type": "PEM",
         "ssl.truststore.location": str(tls.ca),
         "ssl.client.auth": "requested",
     }
+    for listener in ("sasl_ssl", "sasl_plaintext"):
+        if listener.upper() not in named:
+            continue
+        props[f"listener.name.{listener}.plain.sasl.jaas.config"] = (
+            f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain};"
+        )
+        props[f"listener.name.{listener}.scram-sha-256.sasl.jaas.config"] = scram
+        props[f"listener.name.{listener}.scram-sha-512.sasl.jaas.config"] = scram
+    if ssl_port is not None:
+        props["listener.name.ssl.ssl.client.auth"] = "required"
+    return props
 
 
 def scram_users(users: dict[str, str]) -> list[str]:
