@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -24,6 +25,8 @@ from scheduler.settings import Settings, configure
 
 EXIT_BAD_INPUT = 2
 EXIT_NOT_FOUND = 1
+#: What ``preview`` reads as a stored schedule's id rather than a command.
+SCHEDULE_ID = re.compile(r"sch_[0-9a-f]{32}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -343,27 +346,44 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_preview(args: argparse.Namespace) -> int:
     from scheduler.domain.models import parse_command
-    from scheduler.domain.preview import preview
-    from scheduler.domain.timefmt import format_utc, parse_utc
-    from scheduler.domain.timezones import resolve_zone, to_local
+    from scheduler.domain.preview import check_count, preview, shown
+    from scheduler.domain.timefmt import parse_utc
 
-    items = read_commands(args.source)
-    if len(items) != 1:
-        raise InvalidCommand("bad_input", f"preview takes one command, got {len(items)}")
-    command = parse_command(json.dumps(items[0]))
-    try:
-        after = parse_utc(args.after) if args.after else datetime.now(UTC)
-    except ValueError:
-        raise InvalidCommand(
-            "bad_input", f"--after: not an ISO-8601 instant: {args.after!r}"
-        ) from None
-    instants = preview(command, after, args.count)
+    check_count(args.count)
+    if SCHEDULE_ID.fullmatch(args.source.strip()):
+        # A stored schedule: its owner answers, from the record the timers use.
+        response = _http(
+            "GET",
+            f"{_web_url(args)}/schedules/{args.source.strip()}/preview",
+            params={"count": args.count},
+        )
+        body = response.json()
+        if response.status_code == 404:
+            print(f"scheduler: {body.get('detail', 'not found')}", file=sys.stderr)
+            return EXIT_NOT_FOUND
+        if response.status_code >= 400:
+            print(f"scheduler: {body}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    else:
+        items = read_commands(args.source)
+        if len(items) != 1:
+            raise InvalidCommand("bad_input", f"preview takes one command, got {len(items)}")
+        command = parse_command(json.dumps(items[0]))
+        try:
+            after = parse_utc(args.after) if args.after else datetime.now(UTC)
+        except ValueError:
+            raise InvalidCommand(
+                "bad_input", f"--after: not an ISO-8601 instant: {args.after!r}"
+            ) from None
+        body = shown(command, preview(command, after, args.count))
     if args.json:
-        print(json.dumps([format_utc(t) for t in instants]))
+        print(json.dumps(body["fire_times"]))
         return 0
-    zone = resolve_zone(command.timezone)
-    for instant in instants:
-        print(f"{format_utc(instant)}  {to_local(instant, zone).isoformat()}")
+    if body.get("status") not in (None, "active"):
+        print(f"{body['schedule_id']} is {body['status']}: it fires nothing until resumed")
+    for item in body["instants"]:
+        late = f"  delivered {item['delivered_at']}" if "delivered_at" in item else ""
+        print(f"{item['utc']}  {item['local']}{late}")
     return 0
 
 
@@ -470,11 +490,17 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--web-port", type=int, help="web view port (env SCHEDULER_WEB_PORT)")
         p.add_argument("--json", action="store_true", help="print JSON")
 
-    p = add("preview", cmd_preview, "print the next fire instants of a command, without sending it")
-    p.add_argument("source", help="a file, - for stdin, or JSON text")
-    p.add_argument("--after", help="ISO-8601 instant (default now); instants after it")
-    p.add_argument("--count", type=int, default=10)
+    p = add(
+        "preview",
+        cmd_preview,
+        "print the next fire instants of a command (without sending it) or a stored schedule",
+    )
+    p.add_argument("source", help="a schedule id, a file, - for stdin, or JSON text")
+    p.add_argument("--after", help="ISO-8601 instant (default now); a command's instants after it")
+    p.add_argument("--count", type=int, default=10, help="at most 1000")
     p.add_argument("--json", action="store_true", help="print only a JSON array of UTC instants")
+    p.add_argument("--url", help="web view URL, for a schedule id (default as for get)")
+    p.add_argument("--web-port", type=int, help="web view port (env SCHEDULER_WEB_PORT)")
 
     p = add(
         "replay", cmd_replay, "move the workers' group offsets back on a topic (workers stopped)"

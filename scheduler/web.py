@@ -8,19 +8,18 @@ asks every worker for the schedules of its own active partitions.
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import UTC, datetime
 from typing import Any
 
 from faust import web
 
 from scheduler import metrics, tables
-from scheduler.admission import admit
+from scheduler.admission import InvalidItem, admit_body
 from scheduler.app import app, settings
 from scheduler.domain import state
 from scheduler.domain.errors import InvalidCommand, InvalidSchedule
 from scheduler.domain.models import parse_command
-from scheduler.domain.preview import preview
+from scheduler.domain.preview import check_count, preview, shown, upcoming
 from scheduler.domain.timefmt import format_utc, parse_utc
 from scheduler.patches import private
 from scheduler.streams.history import KEEP, recent
@@ -102,7 +101,8 @@ async def _remote(base: str, request: web.Request) -> list[dict[str, Any]]:
 
 @app.page("/commands")
 class CommandsView(web.View):
-    """Same validation as the topic; a valid command is produced to it."""
+    """One command, or a JSON array of them, judged as the topic judges each
+    (``scheduler.admission.admit_body``) and produced to it as judged."""
 
     async def post(self, request: web.Request) -> web.Response:
         raw = await request.read()
@@ -114,42 +114,16 @@ class CommandsView(web.View):
                 f"body is {len(raw)} bytes, more than {settings.max_command_bytes}",
             )
         try:
-            body = json.loads(raw)
-        except (ValueError, RecursionError) as exc:
-            # Not JSON, not UTF-8, an integer past 4,300 digits, or nested too deep.
-            detail = (str(exc) or type(exc).__name__)[:200]
-            return _error(self, 400, "bad_json", f"body is not valid JSON: {detail}")
-        items = body if isinstance(body, list) else [body]
-        accepted = []
-        for index, item in enumerate(items):
-            if not isinstance(item, dict):
-                return _error(
-                    self,
-                    400,
-                    "bad_json",
-                    f"a command must be a JSON object, got {type(item).__name__}",
-                    index=index,
-                )
-            try:
-                text = json.dumps(item).encode()
-                command = parse_command(text, max_bytes=settings.max_command_bytes)
-                admit(command)
-            except InvalidCommand as exc:
-                return _error(self, 400, exc.error, exc.detail, field=exc.field, index=index)
-            except Exception as exc:  # a fault of ours: still a clear answer, not a 500
-                why = f"cannot read the command: {type(exc).__name__}: {str(exc)[:200]}"
-                return _error(self, 400, "unreadable", why, index=index)
-            try:
-                accepted.append((command, json.dumps(item, ensure_ascii=False).encode("utf-8")))
-            except UnicodeEncodeError as exc:
-                return _error(
-                    self, 400, "bad_text", f"body holds text that is not UTF-8: {exc}", index=index
-                )
+            body = admit_body(raw)
+        except InvalidItem as exc:
+            return _error(self, 400, exc.error, exc.detail, field=exc.field, index=exc.index)
+        except InvalidCommand as exc:
+            return _error(self, 400, exc.error, exc.detail, field=exc.field)
         # 202 only once the broker has every command: the answer is a promise.
         try:
             sent = [
                 await commands_topic.send(key=command.schedule_id.encode(), value=text)
-                for command, text in accepted
+                for command, text in body.commands
             ]
             await asyncio.gather(*sent)
         except Exception as exc:
@@ -160,31 +134,64 @@ class CommandsView(web.View):
                 f"the broker did not take the commands ({type(exc).__name__}: {exc}); "
                 "some may be stored; sending them all again is safe",
             )
-        ids = [{"schedule_id": command.schedule_id} for command, _ in accepted]
-        return self.json(ids if isinstance(body, list) else ids[0], status=202)
+        ids = [{"schedule_id": command.schedule_id} for command, _ in body.commands]
+        return self.json(ids if body.many else ids[0], status=202)
 
 
 @app.page("/preview")
 class PreviewView(web.View):
-    """Next fire instants of a command, without submitting it.
+    """What a command would fire, without submitting it.
 
-    Query: ``after`` (ISO-8601, default now) and ``count`` (default 10).
+    Query: ``after`` (ISO-8601, default now) and ``count`` (default 10, at
+    most ``MAX_COUNT``).
     """
 
     async def post(self, request: web.Request) -> web.Response:
         try:
-            after = parse_utc(request.query["after"]) if "after" in request.query else None
-            count = int(request.query.get("count", "10"))
-        except ValueError as exc:
-            return _error(self, 400, "bad_request", f"after/count: {exc}")
-        try:
+            after, count = _preview_query(request)
             command = parse_command(await request.read(), max_bytes=settings.max_command_bytes)
-            instants = [format_utc(t) for t in preview(command, after or datetime.now(UTC), count)]
+            return self.json(shown(command, preview(command, after, count)))
         except InvalidCommand as exc:
             return _error(self, 400, exc.error, exc.detail, field=exc.field)
         except InvalidSchedule as exc:
             return _error(self, 400, "invalid_command", str(exc))
-        return self.json({"schedule_id": command.schedule_id, "fire_times": instants})
+
+
+@app.page("/schedules/{schedule_id}/preview")
+class SchedulePreviewView(web.View):
+    """What a stored schedule will fire next (query ``count``), from its owner."""
+
+    @app.table_route(table=schedules, match_info="schedule_id")  # type: ignore[arg-type]
+    async def get(self, request: web.Request, schedule_id: str) -> web.Response:
+        try:
+            _, count = _preview_query(request)
+        except InvalidCommand as exc:
+            return _error(self, 400, exc.error, exc.detail, field=exc.field)
+        tables.flush()
+        stored = schedules.get(schedule_id.encode())
+        if stored is None:
+            return _error(self, 404, "not_found", f"no schedule {schedule_id}")
+        record = state.ScheduleRecord.from_bytes(stored)
+        return self.json(shown(record, upcoming(record, count)))
+
+
+def _preview_query(request: web.Request) -> tuple[datetime, int]:
+    """``after`` and ``count`` of a preview request, each refused by name."""
+    text = request.query.get("after")
+    try:
+        after = parse_utc(text) if text is not None else datetime.now(UTC)
+    except ValueError:
+        raise InvalidCommand(
+            "bad_request", f"after: not an ISO-8601 instant: {text!r}", field="after", value=text
+        ) from None
+    raw = request.query.get("count", "10")
+    try:
+        count = int(raw)
+    except ValueError:
+        raise InvalidCommand(
+            "bad_request", f"count: not an integer: {raw!r}", field="count", value=raw
+        ) from None
+    return after, check_count(count)
 
 
 @app.page("/health")

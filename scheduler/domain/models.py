@@ -8,6 +8,7 @@ hour, which is worse than a rejection that names the field.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ from pydantic import (
 
 from scheduler.domain import ids
 from scheduler.domain.errors import InvalidCommand, InvalidSchedule
+from scheduler.domain.jitter import MAX_JITTER_S
 from scheduler.domain.misfire import MisfirePolicy
 from scheduler.domain.secrets import MASK, masked_task, masked_url, sensitive
 from scheduler.domain.timezones import resolve_zone
@@ -139,6 +141,83 @@ class Connection(_Strict):
         return headers
 
 
+#: The port of a redis task's host that names none: Redis's own.
+REDIS_PORT = 6379
+
+_HOST_PORT = re.compile(r"(?P<host>\[[^\]]*\]|[^:\[\]]*)(?::(?P<port>.*))?")
+_HOST_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_.])?")
+
+
+def redis_url(host: str) -> str:
+    """The URL a redis task's ``connection.host`` stands for, or ``ValueError`` saying why not.
+
+    The service we replace took ``host:port`` (as its Kafka tasks do), so besides
+    a ``redis://`` or ``rediss://`` URL (returned as written) this takes
+    ``host:port``, ``host`` and ``[IPv6]:port``, meaning ``redis://host:port``
+    (port 6379 when none is written). A ``unix:`` URL passes, for the egress
+    policy to refuse as it refuses every unix socket. The one reading of the
+    field: validation, the egress check and the executor all call this, and
+    a command keeps the text its sender wrote.
+    """
+    if any(ch.isspace() for ch in host):
+        raise _bad_redis_host(host, "holds a space")
+    if "://" in host or host.lower().startswith("unix:"):
+        return _redis_url_as_written(host)
+    if "@" in host:
+        raise _bad_redis_host(host, "a user or password goes in a URL: redis://:password@host:port")
+    match = _HOST_PORT.fullmatch(host)
+    if match is None:
+        raise _bad_redis_host(host, _REDIS_FORMS)
+    name, port = match["host"], match["port"]
+    if name.startswith("["):
+        try:
+            ipaddress.IPv6Address(name[1:-1])
+        except ValueError:
+            raise _bad_redis_host(host, "holds no IPv6 address between its brackets") from None
+    elif port is not None and ":" in port:
+        raise _bad_redis_host(host, "an IPv6 address is written in brackets, as [::1]:6379")
+    elif not name:
+        raise _bad_redis_host(host, "names no host")
+    elif not _HOST_NAME.fullmatch(name):
+        raise _bad_redis_host(host, _REDIS_FORMS)
+    if port is None:
+        return f"redis://{name}:{REDIS_PORT}"
+    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise _bad_redis_host(host, "the port must be a number from 1 to 65535")
+    return f"redis://{name}:{int(port)}"
+
+
+def _redis_url_as_written(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise _bad_redis_host(url, f"is not a valid URL ({exc})") from None
+    if parts.scheme == "unix":
+        return url
+    if parts.scheme not in ("redis", "rediss"):
+        raise _bad_redis_host(url, _REDIS_FORMS)
+    if not parts.hostname:
+        raise _bad_redis_host(url, "names no host")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise _bad_redis_host(url, "the port must be a number from 1 to 65535")
+    return url
+
+
+_REDIS_FORMS = "must be a redis:// or rediss:// URL, host:port or host for a redis task"
+
+
+def _bad_redis_host(host: str, why: str) -> ValueError:
+    if "://" in host:
+        shown = masked_url(host)
+    else:
+        shown = host if "@" not in host else f"{MASK}@{host.rpartition('@')[2]}"
+    return ValueError(f"connection.host: {why} (got {shown!r})")
+
+
 class Task(_Strict):
     type: TaskType
     connection: Connection
@@ -157,7 +236,7 @@ class Task(_Strict):
     """Seconds one delivery may take; a hang past it is a retryable failure."""
 
     @model_validator(mode="after")
-    def _connection_fits_type(self) -> Task:
+    def _connection_fits_type(self, info: ValidationInfo) -> Task:
         conn = self.connection
         if conn.cluster is not None and self.type is not TaskType.KAFKA:
             raise ValueError(
@@ -185,11 +264,10 @@ class Task(_Strict):
                 raise ValueError("connection.topic: is required for a kafka task")
         elif self.type is TaskType.REDIS:
             assert conn.host is not None
-            if urlsplit(conn.host).scheme not in ("redis", "rediss", "unix"):
-                raise ValueError(
-                    "connection.host: must be a redis:// URL for a redis task "
-                    f"(got {masked_url(conn.host)!r})"
-                )
+            # A stored command passed this when it was accepted; checks added
+            # since must not make it unreadable (its delivery says what is wrong).
+            if not (info.context or {}).get("stored"):
+                redis_url(conn.host)
             if not conn.topic:
                 raise ValueError("connection.topic: is required for a redis task")
         if conn.mode is not None and self.type is not TaskType.REDIS:
@@ -217,6 +295,9 @@ class Command(_Strict):
     """Recurring types: no instant after this."""
     max_fires: int | None = Field(default=None, ge=1)
     """Recurring types: complete after this many firings."""
+    jitter: float | None = Field(default=None, ge=0, le=MAX_JITTER_S)
+    """Seconds each instant may be delivered after it, spread by its firing id
+    (``scheduler.domain.jitter``); never before it."""
 
     @field_validator("schedule", mode="before")
     @classmethod
@@ -242,6 +323,13 @@ class Command(_Strict):
             raise ValueError("task: is required for an upsert")
         if self.type is not ScheduleType.NOW and not self.schedule:
             raise ValueError(f"schedule: is required for a {self.type.value} schedule")
+        for name in ("start", "end"):
+            text = getattr(self, name)
+            if text is not None:
+                try:
+                    local_instant(text, self.timezone)
+                except InvalidSchedule as exc:
+                    raise ValueError(f"{name}: {exc}") from None
         try:
             validate(self.trigger(_VALIDATION_EPOCH))
         except InvalidSchedule as exc:
@@ -253,13 +341,6 @@ class Command(_Strict):
                     f"{name}: only cron and delay-recur schedules take {name} "
                     f"(got {value!r} on a {self.type.value} schedule)"
                 )
-        for name in ("start", "end"):
-            text = getattr(self, name)
-            if text is not None:
-                try:
-                    local_instant(text, self.timezone)
-                except InvalidSchedule as exc:
-                    raise ValueError(f"{name}: {exc}") from None
         if self.start and self.end and self.end_at() <= self.start_at():  # type: ignore[operator]
             raise ValueError(f"end: must be after start (got {self.end!r} <= {self.start!r})")
         return self
@@ -282,6 +363,7 @@ class Command(_Strict):
             expression=self.schedule or "",
             zone=self.timezone,
             accepted_at=accepted_at,
+            start=self.start_at() if self.type is ScheduleType.DELAY_RECUR else None,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -325,14 +407,16 @@ def parse_command(raw: bytes | str | dict[str, Any], *, max_bytes: int = 262_144
     if isinstance(raw, dict):
         data: Any = raw
     else:
-        size = len(raw.encode("utf-8") if isinstance(raw, str) else raw)
+        if isinstance(raw, str):  # as bytes, so a lone surrogate in it is refused below
+            raw = raw.encode("utf-8", "surrogatepass")
+        size = len(raw)
         if size > max_bytes:
             raise InvalidCommand(
                 "too_large",
                 f"command is {size} bytes, more than the limit of {max_bytes} bytes",
                 value=size,
             )
-        if _SURROGATE_ESCAPE.search(raw.encode("utf-8") if isinstance(raw, str) else raw):
+        if _SURROGATE_ESCAPE.search(raw):
             _refuse_lone_surrogates(raw)
         try:
             # pydantic reads the JSON itself, in about half the time of
@@ -342,10 +426,16 @@ def parse_command(raw: bytes | str | dict[str, Any], *, max_bytes: int = 262_144
         except (ValidationError, InvalidSchedule):
             pass
         try:
-            data = json.loads(raw)
+            # json.loads would take UTF-8 bytes that encode a lone surrogate
+            # ("surrogatepass"), leaving text that cannot be encoded again.
+            text = raw.decode(json.detect_encoding(raw))
+        except UnicodeError as exc:
+            raise InvalidCommand("bad_json", f"command is not valid UTF-8 text: {exc}") from None
+        try:
+            data = json.loads(text)
         except (ValueError, RecursionError) as exc:
-            # ValueError: not JSON, not UTF-8, or an integer past Python's 4,300
-            # digits; RecursionError: nested deeper than the parser goes.
+            # ValueError: not JSON, or an integer past Python's 4,300 digits;
+            # RecursionError: nested deeper than the parser goes.
             raise InvalidCommand(
                 "bad_json", f"command is not valid JSON: {(str(exc) or type(exc).__name__)[:200]}"
             ) from None

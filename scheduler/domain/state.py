@@ -16,6 +16,7 @@ from typing import Any
 
 from scheduler.domain import misfire, secrets
 from scheduler.domain.errors import InvalidCommand
+from scheduler.domain.jitter import delivery_time
 from scheduler.domain.models import Action, Command
 from scheduler.domain.timefmt import format_utc, parse_utc
 from scheduler.domain.timezones import resolve_zone, to_local
@@ -69,8 +70,15 @@ class ScheduleRecord:
 
     @property
     def timed(self) -> datetime | None:
-        """The instant the timer must wake this schedule at, if any."""
-        return self.next_fire_at if self.status is Status.ACTIVE else None
+        """When the timer must wake this schedule, if ever: its next instant's delivery."""
+        if self.status is not Status.ACTIVE or self.next_fire_at is None:
+            return None
+        return self.delivered_at(self.next_fire_at)
+
+    def delivered_at(self, instant: datetime) -> datetime:
+        """When ``instant`` is delivered: at it, or after it by its jitter offset."""
+        jitter = self.command.jitter
+        return delivery_time(self.schedule_id, instant, jitter) if jitter else instant
 
     def to_json(self) -> dict[str, Any]:
         return {"command": self.command.to_json(), **self._state_json()}
@@ -291,11 +299,16 @@ def wake(
     a replay after a crash, and the batch is sent again with the same ids,
     because the crash may have lost it.
     """
-    if record.status is not Status.ACTIVE or record.next_fire_at != due:
+    if record.status is not Status.ACTIVE or record.timed != due:
         if record.last_wake == due and record.last_batch:
             return Wake(record, record.last_batch, changed=False)
         return Wake(record, (), changed=False)
     cmd = record.command
+    instant = record.next_fire_at
+    assert instant is not None  # an active record that is timed has one
+    # With jitter the wake-up comes after the instant; misfire rules measure
+    # lateness from that delivery time, so ``now`` is moved back by as much.
+    on_time = now - (due - instant)
     missed, last_missed = 0, record.last_missed_at
     late_by = now - due
     if _one_shot(cmd) and late_by <= threshold and late_by <= timedelta(seconds=cmd.misfire_grace):
@@ -304,14 +317,14 @@ def wake(
         # to find there is no next instant: that step is a large part of a
         # wake-up's cost, and a burst is a wake-up of each schedule (measured
         # in bench/).
-        fired: tuple[datetime, ...] = (due,)
+        fired: tuple[datetime, ...] = (instant,)
         next_fire = None
     else:
         budget = None if cmd.max_fires is None else max(cmd.max_fires - record.fire_count, 0)
         decided = misfire.plan(
-            due,
+            instant,
             lambda t: next_instant(cmd, record.accepted_at, t),
-            max(now, due),  # woken ahead of its instant (fire-ahead): the instant is on time
+            max(on_time, instant),  # woken ahead (fire-ahead): the instant is on time
             policy=cmd.misfire_policy,
             grace=timedelta(seconds=cmd.misfire_grace),
             threshold=threshold,
@@ -322,7 +335,7 @@ def wake(
         until = max(now, due) + ahead * _spread(record.schedule_id)
         while (
             next_fire is not None
-            and next_fire <= until
+            and record.delivered_at(next_fire) <= until
             and len(fire) < MAX_PER_WAKE
             and (left is None or left > 0)
         ):
@@ -337,9 +350,9 @@ def wake(
             last_missed = decided.last_missed
     # Instants fired ahead of ``now`` wait at an executor until they are due;
     # they are remembered until a later wake-up finds them past.
-    pending = tuple(t for t in record.ahead if t > now)
-    early = tuple(t for t in fired if t > now)
-    settled = [t for t in fired if t <= now]
+    pending = tuple(t for t in record.ahead if record.delivered_at(t) > now)
+    early = tuple(t for t in fired if record.delivered_at(t) > now)
+    settled = [t for t in fired if record.delivered_at(t) <= now]
     base = settled[-1] if settled else record.last_fired_at
     before_ahead = (record.before_ahead if pending else base) if pending or early else None
     # Every field named: dataclasses.replace looks the fields up on each call.
@@ -404,10 +417,10 @@ def revoke(record: ScheduleRecord, after: datetime) -> tuple[ScheduleRecord, tup
     its next instant again, and they leave ``fire_count``), and the instants:
     the caller revokes their firings on the ``firings`` topic.
     """
-    revoked = tuple(t for t in record.ahead if t > after)
+    revoked = tuple(t for t in record.ahead if record.delivered_at(t) > after)
     if not revoked:
         return record, ()
-    kept = tuple(t for t in record.ahead if t <= after)
+    kept = tuple(t for t in record.ahead if record.delivered_at(t) <= after)
     status = Status.ACTIVE if record.status is Status.COMPLETED else record.status
     rolled_back = replace(
         record,
@@ -453,6 +466,7 @@ def describe(record: ScheduleRecord) -> dict[str, Any]:
         "start": cmd.start,
         "end": cmd.end,
         "max_fires": cmd.max_fires,
+        "jitter": cmd.jitter,
         "accepted_at": format_utc(record.accepted_at),
         "created_at": format_utc(record.created_at),
         "updated_at": format_utc(record.updated_at),
@@ -487,6 +501,7 @@ def firing(
         "schedule_id": record.schedule_id,
         "scheduled_for": format_utc(scheduled_for, micros=True),
         "fired_at": format_utc(fired_at, micros=True),
+        **_deliver_at(record, scheduled_for),
         "attempt": 1,
         "name": cmd.name,
         "client": cmd.client.model_dump(mode="json"),
@@ -503,7 +518,16 @@ def firing_bytes(
         f'"scheduled_for":"{format_utc(scheduled_for, micros=True)}",'
         f'"fired_at":"{format_utc(fired_at, micros=True)}","attempt":1,'
     )
+    if record.command.jitter:
+        head += f'"deliver_at":"{_deliver_at(record, scheduled_for)["deliver_at"]}",'
     return head.encode() + record.command.firing_fields + b"}"
+
+
+def _deliver_at(record: ScheduleRecord, instant: datetime) -> dict[str, str]:
+    """A jittered firing's delivery time (``deliver_at``); nothing without jitter."""
+    if not record.command.jitter:
+        return {}
+    return {"deliver_at": format_utc(record.delivered_at(instant), micros=True)}
 
 
 def _json_instant(value: datetime | None) -> str:

@@ -1,39 +1,54 @@
-"""Wall-clock time versus UTC instants: the only module that touches pytz.
+"""Wall-clock time versus UTC instants, by the IANA rules for any year.
 
 Cron and date schedules are written in local wall time, but everything the
-service stores and compares is a UTC instant.  Going from wall time to instant
-is not a function at a DST change, so this module settles it once, the way
-Vixie cron does:
+service stores and compares is a UTC instant. Zones come from the ``tzdata``
+package (the IANA database, pinned with the service), read with the
+standard library's ``zoneinfo``: its rules hold for every year, where pytz's
+tables stop in 2037 and later years kept the last offset listed. The
+package, not the host's ``/usr/share/zoneinfo``, so that every worker, on
+whatever image, computes the same instants for the same schedule.
 
-* a wall time that never happens (the clock jumps over it) maps to the first
-  instant after the jump, which is the transition instant itself;
-* a wall time that happens twice (the clock is set back) maps to its first
-  occurrence.
+Going from wall time to instant is not a function at a DST change; this
+module gives the facts the trigger code decides with:
 
-Nothing here knows a particular zone's offsets.  The two pytz localisations
-(``is_dst`` true and false) give the candidate instants; the exact transition
-instant, when one is needed, is found by bisecting UTC between them.  That
-keeps southern-hemisphere zones, 30-minute DST (Australia/Lord_Howe) and
-changes of standard offset (Europe/Moscow 2014, Pacific/Apia 2011) right.
+* :func:`occurrences`: every instant a wall time happens at (none in a
+  spring-forward gap, two in a fall-back repeat);
+* :func:`local_to_utc`: the fixed-time rule (first occurrence; a skipped
+  wall time at the end of its gap);
+* :func:`repeat_span`: the stretch of wall times a fall-back repeats, and
+  where the clock is set back.
 
-A limit that comes with pytz: its tables stop at 2037, so later years keep
-whatever offset was in force after the last listed transition.
+Nothing here knows a particular zone's offsets. Transition instants are
+found by bisecting UTC between two occurrences (or the two readings of a
+skipped time), which keeps southern-hemisphere zones, 30-minute DST
+(Australia/Lord_Howe) and changes of standard offset (Europe/Moscow 2014,
+Pacific/Apia 2011) right.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
-
-import pytz
-from pytz.tzinfo import BaseTzInfo
+from functools import cache, lru_cache
+from importlib import resources
+from zoneinfo import ZoneInfo
 
 from scheduler.domain.errors import InvalidSchedule
 
-__all__ = ["Zone", "local_to_utc", "repeat_end", "resolve_zone", "to_local"]
+__all__ = [
+    "Repeat",
+    "Zone",
+    "gap_end",
+    "local_to_utc",
+    "occurrences",
+    "repeat_end",
+    "repeat_span",
+    "resolve_zone",
+    "to_local",
+]
 
-Zone = BaseTzInfo
+Zone = ZoneInfo
 """What :func:`resolve_zone` hands out and every other function here takes."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -41,19 +56,37 @@ _SECOND = timedelta(seconds=1)
 _DAY = timedelta(days=1)
 
 
+@cache
+def _names() -> dict[str, str]:
+    """Every zone name the package has, by its lower-case spelling.
+
+    Names are matched without regard to case, as pytz did (stored schedules
+    written ``asia/seoul`` keep working), and only names listed here are
+    opened: a name is never a path to be tried on the file system.
+    """
+    listed = resources.files("tzdata").joinpath("zones").read_text(encoding="utf-8")
+    return {name.lower(): name for name in listed.split()}
+
+
 @lru_cache(maxsize=1024)
 def resolve_zone(name: str) -> Zone:
     """Turn an IANA name into a zone, or reject it with the name in the message.
 
-    Cached because every ``next_fire`` resolves its schedule's zone; pytz's own
-    lookup normalises the string on every call.  The bound keeps a stream of
-    odd spellings from growing the cache without limit.
+    Cached: every ``next_fire`` resolves its schedule's zone. The bound keeps
+    a stream of odd spellings from growing the cache without limit (only
+    names the database lists are ever loaded, about 600).
     """
-    try:
-        return pytz.timezone(name)
-    except (pytz.UnknownTimeZoneError, AttributeError, TypeError):
-        # AttributeError/TypeError: pytz was handed something that is not text.
-        raise InvalidSchedule(f"unknown time zone {name!r}") from None
+    key = _names().get(name.strip().lower()) if isinstance(name, str) else None
+    if key is None:
+        raise InvalidSchedule(f"unknown time zone {name!r}")
+    return _load(key)
+
+
+@cache
+def _load(key: str) -> Zone:
+    path = resources.files("tzdata.zoneinfo").joinpath(*key.split("/"))
+    with path.open("rb") as data:
+        return ZoneInfo.from_file(data, key=key)
 
 
 def to_local(instant_utc: datetime, zone: Zone) -> datetime:
@@ -68,83 +101,88 @@ def to_local(instant_utc: datetime, zone: Zone) -> datetime:
 
 
 def local_to_utc(naive: datetime, zone: Zone) -> datetime:
-    """The instant (aware UTC) at which a wall time fires under the Vixie rule.
+    """The instant (aware UTC) at which a wall time fires under the fixed-time rule.
 
-    The result never decreases as the wall time increases, which is what lets
-    the cron code walk wall times in order and trust the instants to follow.
+    Its first occurrence; a wall time that never happens fires when its gap
+    ends. The result never decreases as the wall time increases, which is
+    what lets the cron code walk wall times in order and trust the instants
+    to follow.
     """
-    occurrences = _occurrences(naive, zone)
-    if occurrences:
-        return occurrences[0]
-    return _gap_end(naive, zone)
+    found = occurrences(naive, zone)
+    if found:
+        return found[0]
+    return gap_end(naive, zone)
 
 
-def repeat_end(naive: datetime, zone: Zone) -> datetime | None:
-    """First wall time after the repeated stretch that contains ``naive``.
-
-    ``None`` when ``naive`` happens only once (or never).  A caller that has
-    already passed the first occurrence of a repeated wall time uses this to
-    jump over the rest of the repeat in one step instead of testing each
-    second of it.
-    """
-    occurrences = _occurrences(naive, zone)
-    if len(occurrences) < 2:
-        return None
-    first, second = occurrences[0], occurrences[-1]
-    first_offset = _offset(first, zone)
-    # The clock is set back somewhere in (first, second]; find where the
-    # offset stops being the one the first occurrence had.
-    transition = _bisect_seconds(first, second, lambda u: _offset(u, zone) != first_offset)
-    # The wall clock reads ``naive`` at ``first`` and keeps running until the
-    # transition, so the repeat ends where it would have read at that moment.
-    return naive + (transition - first)
-
-
-def _occurrences(naive: datetime, zone: Zone) -> list[datetime]:
+def occurrences(naive: datetime, zone: Zone) -> list[datetime]:
     """Every instant (aware UTC, ascending) whose wall time in ``zone`` is ``naive``.
 
-    pytz's two localisations cover both sides of a transition; a candidate
-    counts only if converting it back gives the same wall time, which filters
-    out the offset pytz invents for a wall time inside a gap.
+    ``fold`` 0 and 1 read the wall time with the offset before and after a
+    transition; a reading counts only if converting it back gives the same
+    wall time, which drops the readings of a time inside a gap.
     """
     if naive.tzinfo is not None:
         raise ValueError(f"expected a naive wall time, got {naive!r}")
-    # Fast path, taken almost always: one offset in force for a day either
-    # side means the wall time happens exactly once.  pytz's localize is
-    # several times slower and this runs once per cron candidate.
-    guess = naive.replace(tzinfo=UTC)
-    try:
-        offset = _offset(guess - _DAY, zone)
-        if offset is not None and offset == _offset(guess + _DAY, zone):
-            instant = guess - offset
-            if _offset(instant, zone) == offset:
-                return [instant]
-    except OverflowError:
-        pass  # within a day of datetime.min/max: let pytz sort it out
-    found: set[datetime] = set()
-    for is_dst in (True, False):
-        candidate = zone.localize(naive, is_dst=is_dst)
-        if zone.normalize(candidate).replace(tzinfo=None) == naive:
-            found.add(candidate.astimezone(UTC))
-    return sorted(found)
+    found: list[datetime] = []
+    for fold in (0, 1):
+        instant = naive.replace(tzinfo=zone, fold=fold).astimezone(UTC)
+        if _wall(instant, zone) == naive and instant not in found:
+            found.append(instant)
+    found.sort()
+    return found
 
 
-def _gap_end(naive: datetime, zone: Zone) -> datetime:
+@dataclass(frozen=True)
+class Repeat:
+    """A stretch of wall times that happens twice: ``[start, end)``.
+
+    The first pass runs until ``transition`` (the instant the clock is set
+    back), the second from it.
+    """
+
+    start: datetime
+    end: datetime
+    transition: datetime
+
+
+def repeat_span(naive: datetime, zone: Zone) -> Repeat | None:
+    """The repeated stretch that contains ``naive``; None if it happens once (or never)."""
+    found = occurrences(naive, zone)
+    if len(found) < 2:
+        return None
+    first, second = found[0], found[-1]
+    before = _offset(first, zone)
+    # The clock is set back somewhere in (first, second]; find where the
+    # offset stops being the one the first occurrence had.
+    transition = _bisect_seconds(first, second, lambda u: _offset(u, zone) != before)
+    after = _offset(transition, zone)
+    assert before is not None and after is not None  # a zone always has an offset
+    naive_at = transition.replace(tzinfo=None)
+    return Repeat(start=naive_at + after, end=naive_at + before, transition=transition)
+
+
+def repeat_end(naive: datetime, zone: Zone) -> datetime | None:
+    """First wall time after the repeated stretch that contains ``naive``, or None."""
+    span = repeat_span(naive, zone)
+    return None if span is None else span.end
+
+
+def gap_end(naive: datetime, zone: Zone) -> datetime:
     """The transition instant that jumped over ``naive``.
 
-    pytz localises a skipped wall time with the offset from either side of the
-    jump; the two results bracket the transition, which is then the first
-    instant whose wall time is already past ``naive``.
+    The two readings of a skipped wall time (``fold`` 0 and 1) bracket the
+    transition, which is then the first instant whose wall time is already
+    past ``naive``.
     """
-    candidates = sorted(zone.localize(naive, is_dst=flag).astimezone(UTC) for flag in (True, False))
-    low, high = candidates[0], candidates[-1]
+    readings = sorted(naive.replace(tzinfo=zone, fold=fold).astimezone(UTC) for fold in (0, 1))
+    low, high = readings[0], readings[-1]
 
     def is_past(instant: datetime) -> bool:
         return _wall(instant, zone) > naive
 
     if low == high or is_past(low) or not is_past(high):
-        # Not a bracket pytz normally gives; widen to the largest gap tzdata
-        # has ever had (Pacific/Apia dropped a whole day) and search that.
+        # Not a bracket the readings normally give; widen to the largest gap
+        # tzdata has ever had (Pacific/Apia dropped a whole day) and search that.
         low, high = (
             naive.replace(tzinfo=UTC) - timedelta(hours=26),
             naive.replace(tzinfo=UTC) + timedelta(hours=26),

@@ -20,7 +20,16 @@ from functools import lru_cache
 
 from scheduler.domain.cron import CronExpression, next_wall_time, parse_cron
 from scheduler.domain.errors import InvalidSchedule
-from scheduler.domain.timezones import Zone, local_to_utc, repeat_end, resolve_zone, to_local
+from scheduler.domain.timezones import (
+    Zone,
+    gap_end,
+    local_to_utc,
+    occurrences,
+    repeat_end,
+    repeat_span,
+    resolve_zone,
+    to_local,
+)
 
 __all__ = ["KINDS", "TriggerSpec", "fire_times", "next_fire", "validate"]
 
@@ -31,7 +40,18 @@ KINDS = ("cron", "date", "delay", "delay-recur", "now")
 MIN_RECUR = timedelta(seconds=1)
 
 _SECONDS = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+")
+# ISO-8601 durations: PnW alone, or PnYnMnD with an optional TnHnMnS part;
+# any number may have a fraction, written with a point or ISO's comma.
+_DURATION = re.compile(
+    r"P(?:(?P<weeks>N)W|(?:(?P<years>N)Y)?(?:(?P<months>N)M)?(?:(?P<days>N)D)?"
+    r"(?:T(?=[0-9])(?:(?P<hours>N)H)?(?:(?P<minutes>N)M)?(?:(?P<seconds>N)S)?)?)".replace(
+        "N", r"[0-9]+(?:[.,][0-9]+)?"
+    ),
+    re.IGNORECASE,
+)
+_DURATION_SECONDS = {"weeks": 604_800, "days": 86_400, "hours": 3_600, "minutes": 60, "seconds": 1}
 _ONE_SECOND = timedelta(seconds=1)
+_TICK = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True)
@@ -47,6 +67,9 @@ class TriggerSpec:
     expression: str
     zone: str
     accepted_at: datetime
+    start: datetime | None = None
+    """A ``delay-recur`` with a ``start`` counts its intervals from it (its first
+    instant is ``start`` itself) instead of from ``accepted_at``."""
 
     def __post_init__(self) -> None:
         if self.accepted_at.tzinfo is None:
@@ -101,7 +124,11 @@ def next_fire(spec: TriggerSpec, after: datetime) -> datetime | None:
     if kind == "delay":
         return _once(_utc(spec.accepted_at + _delay(spec.expression)), after)
     if kind == "delay-recur":
-        return _next_recurring(spec.accepted_at, _delay(spec.expression), after)
+        step = _delay(spec.expression)
+        if spec.start is not None:
+            # Anchored at start: start, start + step, ... (one step back, then k >= 1).
+            return _next_recurring(spec.start - step, step, after)
+        return _next_recurring(spec.accepted_at, step, after)
     if kind == "now":
         return _once(_utc(spec.accepted_at), after)
     validate(spec)  # raises: the kind is unknown
@@ -124,24 +151,35 @@ def fire_times(spec: TriggerSpec, after: datetime, count: int) -> list[datetime]
 
 
 def _next_cron(expression: str, zone: Zone, after: datetime) -> datetime | None:
+    """The first instant after ``after`` under Vixie cron's DST rule.
+
+    A fixed-time job (minute and hour fields both fixed) fires a wall time
+    that a spring-forward skips when the gap ends, and a wall time that a
+    fall-back repeats once, at its first occurrence. A wildcard job (minute
+    or hour field starting with ``*``) runs on the clock: it fires at every
+    instant whose wall time matches, so in both passes of a repeat and not
+    at all for the times a gap skips.
+    """
+    cron = parse_cron(expression)
+    try:
+        if cron.wildcard:
+            return _walk_clock(cron, zone, after)
+        return _walk_fixed(cron, zone, after)
+    except OverflowError:  # the calendar ends at 9999-12-31
+        return None
+
+
+def _walk_fixed(cron: CronExpression, zone: Zone, after: datetime) -> datetime | None:
     """Walk matching wall times from the wall time of ``after``.
 
     Wall time to instant never goes backwards (see ``local_to_utc``), so the
     first match whose instant is past ``after`` is the answer; a run of gap
     wall times all map to the one transition instant, and starting from the
-    wall time of ``after`` leaves the ones already fired behind.  The one
+    wall time of ``after`` leaves the ones already fired behind. The one
     place a match can map to an instant at or before ``after`` is the repeat
     of a fall-back: ``after`` is in the second pass, the match's first
-    occurrence was in the first.  Those are skipped in one jump.
+    occurrence was in the first. Those are skipped in one jump.
     """
-    cron = parse_cron(expression)
-    try:
-        return _walk_cron(cron, zone, after)
-    except OverflowError:  # the calendar ends at 9999-12-31
-        return None
-
-
-def _walk_cron(cron: CronExpression, zone: Zone, after: datetime) -> datetime | None:
     wall = to_local(after, zone).replace(tzinfo=None)
     while True:
         candidate = next_wall_time(cron, wall)
@@ -154,6 +192,40 @@ def _walk_cron(cron: CronExpression, zone: Zone, after: datetime) -> datetime | 
         # Cron wall times are whole seconds, so asking for the next match
         # after the last second of the repeat finds the first one past it.
         wall = max(candidate, end - _ONE_SECOND) if end is not None else candidate
+
+
+def _walk_clock(cron: CronExpression, zone: Zone, after: datetime) -> datetime | None:
+    """The first instant after ``after`` whose wall time matches (a wildcard job).
+
+    In UTC order a fall-back's repeated stretch is read twice: every match
+    of the first pass, then every match of the second, then on past the
+    stretch. Elsewhere wall time and instant go up together, except that a
+    gap has no instants: its matches are jumped over.
+    """
+    wall = to_local(after, zone).replace(tzinfo=None)
+    span = repeat_span(wall, zone)
+    if span is not None:
+        second_pass = after >= span.transition
+        candidate = next_wall_time(cron, wall)
+        if candidate is not None and candidate < span.end:
+            found = occurrences(candidate, zone)
+            return found[-1] if second_pass else found[0]
+        if not second_pass:
+            # Nothing left in the first pass: the second one, from its start.
+            candidate = next_wall_time(cron, span.start - _TICK)
+            if candidate is not None and candidate < span.end:
+                return occurrences(candidate, zone)[-1]
+        wall = span.end - _TICK
+    while True:
+        candidate = next_wall_time(cron, wall)
+        if candidate is None:
+            return None
+        found = occurrences(candidate, zone)
+        if found:
+            # Before a repeat's first pass or outside any: the first reading is next.
+            return found[0]
+        # Skipped by a gap: go on from the first wall time after it.
+        wall = to_local(gap_end(candidate, zone), zone).replace(tzinfo=None) - _TICK
 
 
 def _next_recurring(start: datetime, step: timedelta, after: datetime) -> datetime | None:
@@ -199,19 +271,54 @@ def _date_instant(expression: str, zone_name: str) -> datetime:
 
 @lru_cache(maxsize=4096)
 def _delay(expression: str) -> timedelta:
-    """Seconds as written (``"60"``, ``"1.5"``), exact to the microsecond."""
+    """Seconds (``"60"``, ``"1.5"``) or an ISO-8601 duration (``"PT10M"``).
+
+    Decimal arithmetic all the way, so the result is exact to the microsecond:
+    ``PT0.1S`` is 100,000 microseconds, not what a float makes of a tenth.
+    """
     text = expression.strip()
-    if not _SECONDS.fullmatch(text):
-        raise InvalidSchedule(f"delay {expression!r} is not a positive number of seconds")
-    micros = int((Decimal(text) * 1_000_000).to_integral_value(ROUND_HALF_EVEN))
+    seconds = Decimal(text) if _SECONDS.fullmatch(text) else _duration_seconds(expression, text)
+    micros = int((seconds * 1_000_000).to_integral_value(ROUND_HALF_EVEN))
     if micros <= 0:
-        raise InvalidSchedule(f"delay {expression!r} is not a positive number of seconds")
+        raise _not_a_delay(expression)
     try:
         return timedelta(microseconds=micros)
     except OverflowError:
         raise InvalidSchedule(
             f"delay {expression!r} is too large: it ends after the year 9999"
         ) from None
+
+
+def _duration_seconds(expression: str, text: str) -> Decimal:
+    """The seconds of an ISO-8601 duration with no years or months in it.
+
+    A year or a month has no fixed number of seconds (``P1M`` from 31 January
+    is 28, 29 or 31 days), and a delay is a fixed span counted from the
+    record timestamp, so those two units are refused rather than guessed.
+    """
+    parts = _DURATION.fullmatch(text)
+    if parts is None or not any(parts.groupdict().values()):
+        raise _not_a_delay(expression)
+    if parts["years"] or parts["months"]:
+        raise InvalidSchedule(
+            f"delay {expression!r} counts years or months, whose length depends on the"
+            " calendar; write weeks, days or smaller units (e.g. P30D)"
+        )
+    return sum(
+        (
+            Decimal(parts[unit].replace(",", ".")) * seconds
+            for unit, seconds in _DURATION_SECONDS.items()
+            if parts[unit]
+        ),
+        Decimal(0),
+    )
+
+
+def _not_a_delay(expression: str) -> InvalidSchedule:
+    return InvalidSchedule(
+        f"delay {expression!r} is not a positive number of seconds"
+        " or ISO-8601 duration (e.g. 90, 1.5, PT10M)"
+    )
 
 
 def local_instant(expression: str, zone: str) -> datetime:

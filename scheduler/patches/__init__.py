@@ -49,6 +49,7 @@ MODULES = (
     "batching",
     "produce_guard",
     "commit_floor",
+    "broker_guard",
     "private",
 )
 

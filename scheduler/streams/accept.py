@@ -22,11 +22,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from scheduler import metrics
-from scheduler.admission import admit
+from scheduler.admission import admit_raw
 from scheduler.app import app, settings
 from scheduler.domain import ids
 from scheduler.domain.errors import InvalidCommand
-from scheduler.domain.models import parse_command
 from scheduler.domain.timefmt import format_utc
 from scheduler.outbox import Outbox
 from scheduler.streams.apply import apply
@@ -49,14 +48,9 @@ async def accept_commands(stream: Any) -> Any:
 async def _accept(event: Any, outbox: Outbox) -> None:
     raw: bytes = event.value if event.value is not None else b""
     try:
-        command = parse_command(raw, max_bytes=settings.max_command_bytes)
-        admit(command)
+        command = admit_raw(raw)  # the judgement POST /commands makes of each command too
     except InvalidCommand as exc:
         await reject(exc, event.key, raw)
-        return
-    except Exception as exc:  # a fault of ours, but the command must not vanish unsaid
-        why = f"cannot read the command: {type(exc).__name__}: {str(exc)[:200]}"
-        await reject(InvalidCommand("unreadable", why), event.key, raw)
         return
     accepted_at = datetime.fromtimestamp(event.message.timestamp, tz=UTC)
     _accepted.inc()

@@ -11,7 +11,8 @@ A firing written ahead of its instant (``fire_ahead``, see
 ``scheduled_for``, its record unacknowledged; a revocation on the same
 partition (``{"revoked": [firing ids], ...}``, written when a delete, a pause
 or a change of the schedule comes first) drops it unsent. Nothing is ever
-delivered before its ``scheduled_for``. A Kafka firing taken when its
+delivered before its ``scheduled_for`` (nor, with jitter, before its
+``deliver_at``). A Kafka firing taken when its
 instant has already come goes through the same release at once, so that
 the ones taken together go out in batches.
 
@@ -558,6 +559,8 @@ async def _take(stream: Any, event: Any) -> None:
             if not isinstance(firing.get("firing_id"), str):
                 raise TypeError("firing_id: a string")
             parse_utc(firing["scheduled_for"])
+            if "deliver_at" in firing:
+                parse_utc(firing["deliver_at"])
             firing["task"]["type"]
     except Exception as exc:
         await bury_unreadable(stream, event, exc)
@@ -567,7 +570,8 @@ async def _take(stream: Any, event: Any) -> None:
         _revocations.inc(_held.revoke(revoked))
         await stream.ack(event)
         return
-    due_us = clock.to_us(parse_utc(firing["scheduled_for"]))
+    # A jittered firing waits for its own delivery time, after its instant.
+    due_us = clock.to_us(parse_utc(firing.get("deliver_at") or firing["scheduled_for"]))
     if due_us > clock.now_us() or (firing.get("task") or {}).get("type") == "kafka":
         # A Kafka firing already due goes the same way, at once: the release
         # sends all those taken meanwhile together, in batches. One by one,

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from scheduler.domain.models import redis_url
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -176,6 +178,9 @@ def targets_of(task: dict[str, Any]) -> list[tuple[str, int | None]]:
                 )
                 out.append((name.strip("[]") or part, int(digits) if digits.isdigit() else None))
         return out
+    if kind == "redis":
+        with contextlib.suppress(ValueError):  # refused by validation: judged as written
+            host = redis_url(host)  # host:port as well as a URL: the server it means
     parts = urlsplit(host)
     try:
         written: int | None = parts.port

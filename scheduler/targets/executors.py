@@ -29,11 +29,11 @@ from aiokafka import errors as kafka_errors
 from scheduler import kafka_auth
 from scheduler.domain import secrets
 from scheduler.domain.ids import murmur2
-from scheduler.domain.models import RedisMode
+from scheduler.domain.models import RedisMode, redis_url
 from scheduler.domain.retry import Outcome, Result, classify_http, delivery_headers, redis_envelope
 from scheduler.kafka_auth import Access
+from scheduler.patches.broker_guard import BrokerGuard
 from scheduler.targets import clusters
-from scheduler.targets.broker_guard import BrokerGuard
 from scheduler.targets.egress import EgressDenied, Policy, resolve, targets_of
 from scheduler.targets.guard import Gate, Gates, Limits, Refused
 from scheduler.targets.http1 import HttpClient
@@ -512,7 +512,8 @@ class Executors:
         """The server's client, made once: to an address the egress policy allows.
 
         Kept under ``host`` as the command wrote it (as its gate is), and made
-        from ``url``, the same with its password read from the secrets dir.
+        from ``url``, the URL it stands for (``redis_url``: ``host:port`` is
+        ``redis://host:port``) with its password read from the secrets dir.
         """
         self._used(self._redis, host)
         client = self._redis.get(host)
@@ -546,8 +547,12 @@ class Executors:
         text = json.dumps(envelope, ensure_ascii=False)
         mode = RedisMode(conn.get("mode") or RedisMode.PUBLISH)
         try:
+            url = redis_url(conn["host"])
+        except ValueError as exc:  # only a command stored before this was checked
+            return Result(Outcome.PERMANENT, f"invalid target: {exc}")
+        try:
             client = await self._redis_client(
-                conn["host"], secrets.expand_url(conn["host"], self.secrets_dir)
+                conn["host"], secrets.expand_url(url, self.secrets_dir)
             )
         except secrets.SecretMissing as exc:
             return Result(Outcome.PERMANENT, f"secret_missing: {exc}")

@@ -73,7 +73,7 @@ def transitions(zone_name: str, year: int) -> tuple[tuple[datetime, timedelta], 
 
 
 def test_resolve_zone_knows_iana_names() -> None:
-    assert resolve_zone("Asia/Seoul").zone == "Asia/Seoul"
+    assert resolve_zone("Asia/Seoul").key == "Asia/Seoul"
     assert resolve_zone("UTC").utcoffset(datetime(2025, 1, 1)) == timedelta(0)
 
 

@@ -68,24 +68,35 @@ def test_new_york_fall_back_0130_fires_once_at_its_first_occurrence() -> None:
     assert wall(fires[0], "America/New_York") == "2025-11-02 01:30:00 EDT"
 
 
-def test_new_york_fall_back_every_15_minutes_skips_the_repeated_hour() -> None:
-    fires = cron_fires("*/15 * * * *", "America/New_York", utc(2025, 11, 2, 4, 50), 6)
+def test_new_york_fall_back_every_15_minutes_keeps_its_rhythm_through_the_repeat() -> None:
+    # A wildcard job (Vixie): both passes of 01:00-02:00, never a 75-minute hole.
+    fires = cron_fires("*/15 * * * *", "America/New_York", utc(2025, 11, 2, 4, 50), 10)
     assert [wall(f, "America/New_York") for f in fires] == [
         "2025-11-02 01:00:00 EDT",
         "2025-11-02 01:15:00 EDT",
         "2025-11-02 01:30:00 EDT",
         "2025-11-02 01:45:00 EDT",
+        "2025-11-02 01:00:00 EST",
+        "2025-11-02 01:15:00 EST",
+        "2025-11-02 01:30:00 EST",
+        "2025-11-02 01:45:00 EST",
         "2025-11-02 02:00:00 EST",
         "2025-11-02 02:15:00 EST",
     ]
-    assert fires[4] - fires[3] == timedelta(minutes=75)
+    assert all(b - a == timedelta(minutes=15) for a, b in itertools.pairwise(fires))
 
 
-def test_new_york_starting_inside_the_repeated_hour_jumps_to_its_end() -> None:
-    # 06:10 UTC is 01:10 EST, the second pass: nothing fires until 02:00 EST
+def test_new_york_a_fixed_time_job_inside_the_repeated_hour_waits_for_the_next_day() -> None:
+    # 06:10 UTC is 01:10 EST, the second pass: 01:30 already fired in the first.
+    assert cron_fires("30 1 * * *", "America/New_York", utc(2025, 11, 2, 6, 10), 1) == [
+        utc(2025, 11, 3, 6, 30)
+    ]
+
+
+def test_new_york_a_wildcard_job_inside_the_repeated_hour_runs_on_the_clock() -> None:
     assert cron_fires("* * * * * *", "America/New_York", utc(2025, 11, 2, 6, 10), 2) == [
-        utc(2025, 11, 2, 7, 0, 0),
-        utc(2025, 11, 2, 7, 0, 1),
+        utc(2025, 11, 2, 6, 10, 1),
+        utc(2025, 11, 2, 6, 10, 2),
     ]
 
 
@@ -100,14 +111,31 @@ def test_london_spring_forward_and_fall_back() -> None:
     assert wall(autumn[0], "Europe/London") == "2025-10-26 01:30:00 BST"
 
 
-def test_berlin_hourly_has_no_duplicate_in_the_repeated_hour() -> None:
-    fires = cron_fires("0 * * * *", "Europe/Berlin", utc(2025, 10, 25, 22, 30), 4)
+def test_berlin_hourly_fires_every_hour_through_the_repeated_hour() -> None:
+    fires = cron_fires("0 * * * *", "Europe/Berlin", utc(2025, 10, 25, 22, 30), 5)
     assert [wall(f, "Europe/Berlin") for f in fires] == [
         "2025-10-26 01:00:00 CEST",
         "2025-10-26 02:00:00 CEST",
+        "2025-10-26 02:00:00 CET",
         "2025-10-26 03:00:00 CET",
         "2025-10-26 04:00:00 CET",
     ]
+    assert all(b - a == timedelta(hours=1) for a, b in itertools.pairwise(fires))
+
+
+def test_berlin_half_past_every_hour_on_2026_10_25_misses_no_hour() -> None:
+    # The issue's case: 00:30Z, 01:30Z, then 02:30Z (not 00:30Z then 02:30Z).
+    fires = cron_fires("30 * * * *", "Europe/Berlin", utc(2026, 10, 25, 0), 3)
+    assert fires == [utc(2026, 10, 25, 0, 30), utc(2026, 10, 25, 1, 30), utc(2026, 10, 25, 2, 30)]
+
+
+def test_berlin_a_wildcard_job_skips_the_times_a_spring_forward_removes() -> None:
+    fires = cron_fires("30 * * * *", "Europe/Berlin", utc(2026, 3, 29, 0), 2)
+    assert [wall(f, "Europe/Berlin") for f in fires] == [
+        "2026-03-29 01:30:00 CET",
+        "2026-03-29 03:30:00 CEST",
+    ]
+    assert fires[1] - fires[0] == timedelta(hours=1)
 
 
 def test_sydney_springs_forward_in_october() -> None:
@@ -134,13 +162,16 @@ def test_lord_howe_moves_by_half_an_hour() -> None:
     spring = cron_fires("15 2 * * *", "Australia/Lord_Howe", utc(2025, 10, 4, 0), 2)
     assert spring == [utc(2025, 10, 4, 15, 30), utc(2025, 10, 5, 15, 15)]
     autumn = cron_fires("*/20 1 * * *", "Australia/Lord_Howe", utc(2025, 4, 5, 14, 0), 4)
-    # 01:00, 01:20, 01:40 at +11; the repeat of 01:30-02:00 at +10:30 is skipped
+    # A wildcard job: 01:20, 01:40 at +11, then 01:40 again at +10:30 (the clock
+    # went back from 02:00 to 01:30), then the next day's 01:00.
     assert autumn == [
-        utc(2025, 4, 5, 14, 0, 0) + timedelta(minutes=20),
+        utc(2025, 4, 5, 14, 20),
         utc(2025, 4, 5, 14, 40),
+        utc(2025, 4, 5, 15, 10),
         utc(2025, 4, 6, 14, 30),
-        utc(2025, 4, 6, 14, 50),
     ]
+    fixed = cron_fires("40 1 * * *", "Australia/Lord_Howe", utc(2025, 4, 5, 14, 0), 2)
+    assert fixed == [utc(2025, 4, 5, 14, 40), utc(2025, 4, 6, 15, 10)]
 
 
 def test_santiago_midnight_does_not_exist_on_the_spring_forward_day() -> None:
@@ -421,6 +452,11 @@ class Cron:
     def matches(self, moment: datetime) -> bool:
         return moment.second in self.seconds and self.minute_matches(moment)
 
+    @property
+    def wildcard(self) -> bool:
+        """Vixie's wildcard job: its minute or hour field starts with ``*``."""
+        return self.minute.text.startswith("*") or self.hour.text.startswith("*")
+
 
 @st.composite
 def field(draw: st.DrawFn, low: int, high: int, steps: bool = True) -> Field:
@@ -482,8 +518,8 @@ def crons(draw: st.DrawFn, busy: bool = False, sunday_as_seven: bool = True) -> 
 
 @st.composite
 def instants(draw: st.DrawFn, zone_name: str) -> datetime:
-    """An instant in 2000-2036, often within hours of one of the zone's transitions."""
-    year = draw(st.integers(2000, 2036))
+    """An instant in 1970-2100, often within hours of one of the zone's transitions."""
+    year = draw(st.integers(1970, 2100))
     changes = transitions(zone_name, year)
     if changes and draw(st.integers(0, 3)) > 0:
         instant, _ = draw(st.sampled_from(changes))
@@ -517,6 +553,9 @@ def test_cron_fires_are_increasing_and_each_matches_or_ends_a_gap(
     for fire in fires:
         assert fire.tzinfo is UTC
         seen = local(fire, zone_name)
+        if cron.wildcard:
+            assert cron.matches(seen), f"{cron.text}: {seen} does not match"
+            continue
         if cron.matches(seen):
             assert local_to_utc(seen, zone) == fire, "fired in the second pass of a repeat"
             continue
@@ -538,6 +577,20 @@ def test_cron_fires_are_exactly_the_first_occurrences_of_matching_wall_times(
     zone = resolve_zone(zone_name)
     fires = cron_fires(cron.text, zone_name, after, 5)
     assert fires
+    if cron.wildcard:
+        # On the clock: every UTC second (or minute) whose wall time matches, by
+        # brute force over UTC itself, so both passes of a repeat and no gap.
+        step = timedelta(seconds=1) if cron.second is not None else timedelta(minutes=1)
+        moment = after.replace(microsecond=0) + timedelta(seconds=1)
+        if cron.second is None:
+            moment = (after.replace(second=0, microsecond=0)) + timedelta(minutes=1)
+        seen: list[datetime] = []
+        while moment <= fires[-1]:
+            if cron.matches(local(moment, zone_name)):
+                seen.append(moment)
+            moment += step
+        assert fires == seen, cron.text
+        return
     # every wall minute from an hour before ``after`` to the last fire, by
     # brute force (hours that cannot match are stepped over whole)
     expected: set[datetime] = set()

@@ -17,6 +17,13 @@ aiokafka's own does for a broker it cannot reach, and :attr:`BrokerGuard.denied`
 says why. The producer's start waits on it (:meth:`BrokerGuard.wait_denied`),
 so a cluster that advertises a denied broker fails its deliveries for good
 with ``egress_denied`` instead of timing out.
+
+Upstream: aiokafka connects to whatever broker address the cluster's
+metadata names. Ours: for a producer of a command-named cluster, each broker
+address is judged by the egress policy first and connected to at a checked
+address. Why: a command must not be able to make a worker connect where
+the operator denied it (``docs/design.md``, "Production and security").
+Nothing is installed globally: :class:`BrokerGuard` wraps one client.
 """
 
 from __future__ import annotations
@@ -30,6 +37,17 @@ from aiokafka.client import ConnectionGroup
 from scheduler.targets.egress import EgressDenied, Policy, resolve
 
 log = logging.getLogger(__name__)
+
+REPLACES = ()  # per client, not on the class: see BrokerGuard
+USES = (
+    "aiokafka.client:AIOKafkaClient._get_conn",
+    "aiokafka.client:AIOKafkaClient._conns",
+    "aiokafka.cluster:ClusterMetadata.broker_metadata",
+)
+
+
+def install() -> None:
+    """Nothing to install: a guard is put on each client that needs one."""
 
 
 class BrokerGuard:
