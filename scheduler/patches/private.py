@@ -12,6 +12,7 @@ from typing import Any
 REPLACES: tuple[str, ...] = ()
 USES = (
     "faust.stores.rocksdb:Store._db_for_partition",
+    "faust.stores.rocksdb:Store._dbs_for_actives",
     "faust.stores.rocksdb:Store.set_persisted_offset",
     "faust.tables.manager:TableManager.recovery",
     "faust.tables.recovery:Recovery.completed",
@@ -27,6 +28,14 @@ def partition_db(table: Any, partition: int) -> Any:
     The tables' hot paths read and write it directly (``scheduler.tables``).
     """
     return table.data._db_for_partition(partition)
+
+
+def active_dbs(table: Any) -> list[Any]:
+    """The RocksDBs of ``table``'s partitions this worker is active for (not standbys).
+
+    For reading in key order from a key on (``GET /schedules`` pages).
+    """
+    return list(table.data._dbs_for_actives())
 
 
 def persist_offset(table: Any, tp: Any, offset: int) -> None:
