@@ -23,6 +23,7 @@ lint: $(STAMP)
 	$(BIN)/mypy scheduler
 
 test: $(STAMP) lint
+	scripts/system-deps --browser
 	$(BIN)/python -m pytest -p no:cacheprovider -q
 
 unit: $(STAMP)

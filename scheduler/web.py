@@ -15,10 +15,10 @@ from typing import Any
 from faust import web
 
 from scheduler import metrics, paging, tables
-from scheduler.admission import InvalidItem, admit_body
+from scheduler.admission import Body, InvalidItem, admit_body
 from scheduler.app import app, settings
 from scheduler.domain import state
-from scheduler.domain.errors import InvalidCommand, InvalidSchedule
+from scheduler.domain.errors import InvalidCommand, InvalidSchedule, SchedulerError
 from scheduler.domain.models import parse_command
 from scheduler.domain.preview import check_count, preview, shown, upcoming
 from scheduler.domain.timefmt import format_utc, parse_utc
@@ -169,21 +169,35 @@ class CommandsView(web.View):
             return _error(self, 400, exc.error, exc.detail, field=exc.field)
         # 202 only once the broker has every command: the answer is a promise.
         try:
-            sent = [
-                await commands_topic.send(key=command.schedule_id.encode(), value=text)
-                for command, text in body.commands
-            ]
-            await asyncio.gather(*sent)
-        except Exception as exc:
-            return _error(
-                self,
-                503,
-                "not_stored",
-                f"the broker did not take the commands ({type(exc).__name__}: {exc}); "
-                "some may be stored; sending them all again is safe",
-            )
+            await produce_commands(body)
+        except NotStored as exc:
+            return _error(self, 503, "not_stored", str(exc))
         ids = [{"schedule_id": command.schedule_id} for command, _ in body.commands]
         return self.json(ids if body.many else ids[0], status=202)
+
+
+class NotStored(SchedulerError):
+    """The broker did not take every command of a body; some may be stored."""
+
+
+async def produce_commands(body: Body) -> None:
+    """Send ``body``'s commands to the topic, each keyed by its schedule id, and return
+    once the broker has every one; else raise :class:`NotStored`.
+
+    The one produce step of ``POST /commands`` and the GraphQL mutations
+    (``scheduler.graphql_api``): both answer only after it.
+    """
+    try:
+        sent = [
+            await commands_topic.send(key=command.schedule_id.encode(), value=text)
+            for command, text in body.commands
+        ]
+        await asyncio.gather(*sent)
+    except Exception as exc:
+        raise NotStored(
+            f"the broker did not take the commands ({type(exc).__name__}: {exc}); "
+            "some may be stored; sending them all again is safe"
+        ) from exc
 
 
 @app.page("/preview")
@@ -244,6 +258,16 @@ def _preview_query(request: web.Request) -> tuple[datetime, int]:
 
 @app.page("/health")
 class HealthView(web.View):
+    """Liveness and readiness of this worker.
+
+    Plain ``GET /health`` answers 200 whenever the web view runs: a liveness
+    probe must not restart a worker that is only recovering its tables.
+    ``GET /health?ready=1`` answers 503 (same body) until ``ready``: an
+    orchestrator's readiness probe sees only the status code, and a rolling
+    update should wait for a worker's tables before stopping the next one
+    (deploy/k8s).
+    """
+
     async def get(self, request: web.Request) -> web.Response:
         actives = sorted(
             tp.partition
@@ -260,14 +284,20 @@ class HealthView(web.View):
                 "rebalancing": bool(app.rebalancing),
                 "active_partitions": actives,
                 "time": format_utc(datetime.now(UTC)),
-            }
+            },
+            status=503 if request.query.get("ready") == "1" and not ready else 200,
         )
 
 
 @app.page("/metrics")
 class MetricsView(web.View):
+    """The registry (``scheduler.metrics``): Prometheus' text format, or OpenMetrics
+    when the scraper's ``Accept`` prefers it."""
+
     async def get(self, request: web.Request) -> web.Response:
-        return self.text(metrics.render(), content_type="text/plain; version=0.0.4")
+        body, content_type = metrics.render(request.headers.get("Accept"))
+        # As a header: aiohttp refuses a content_type argument that names a charset.
+        return self.bytes(body, headers={"Content-Type": content_type})
 
 
 @app.page("/schedules/{schedule_id}/history")

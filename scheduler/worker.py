@@ -23,8 +23,12 @@ PARTS = (
     "scheduler.streams.timers",
     "scheduler.streams.delivery",
     "scheduler.streams.retries",
+    "scheduler.streams.consumption",
     "scheduler.streams.history",
     "scheduler.web",
+    "scheduler.openapi",
+    "scheduler.ui",
+    "scheduler.graphql_api",
 )
 
 

@@ -278,6 +278,11 @@ class Task(_Strict):
         return self
 
 
+#: What ``schedule`` takes as written, text or a number read as its text: so the
+#: JSON Schema (and the web view's OpenAPI document) says.
+_ScheduleInput = Annotated[str, Field(max_length=512)] | float | None
+
+
 class Command(_Strict):
     action: Action = Action.UPSERT
     name: str | None = Field(default=None, max_length=512)
@@ -299,7 +304,7 @@ class Command(_Strict):
     """Seconds each instant may be delivered after it, spread by its firing id
     (``scheduler.domain.jitter``); never before it."""
 
-    @field_validator("schedule", mode="before")
+    @field_validator("schedule", mode="before", json_schema_input_type=_ScheduleInput)
     @classmethod
     def _number_as_text(cls, value: Any) -> Any:
         # A delay of 50 is as natural as "50"; bool is an int in Python, refuse it.

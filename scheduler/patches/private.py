@@ -17,6 +17,7 @@ USES = (
     "faust.tables.manager:TableManager.recovery",
     "faust.tables.recovery:Recovery.completed",
     "faust.transport.drivers.aiokafka:Producer._ensure_producer",
+    "faust.transport.consumer:Consumer._committed_offset",
     "aiokafka:AIOKafkaConsumer._client",
     "aiokafka.client:AIOKafkaClient.force_metadata_update",
 )
@@ -51,6 +52,15 @@ def tables_recovered(app: Any) -> bool:
 def aiokafka_producer(app: Any) -> Any:
     """The aiokafka producer under Faust's, for prebuilt record batches (``scheduler.outbox``)."""
     return app.producer._ensure_producer()
+
+
+def committed_offsets(consumer: Any) -> Any:
+    """Faust's committed offset per partition (the next to read; None or absent: unknown).
+
+    Read, never written: a mapping Faust fills when partitions are assigned
+    and at each commit. Where a consumer's lag starts (``scheduler.streams.consumption``).
+    """
+    return consumer._committed_offset
 
 
 async def refresh_metadata(consumer: Any) -> None:

@@ -30,10 +30,9 @@ from scheduler.domain.timefmt import format_utc
 from scheduler.outbox import Outbox
 from scheduler.streams.apply import apply
 from scheduler.streams.batch import in_batches
-from scheduler.streams.rejects import reject
+from scheduler.streams.rejects import ACCEPTED, reject
 from scheduler.topics import commands_topic, keyed_commands_topic, name_of
 
-_accepted = metrics.counter("scheduler_commands_accepted_total", "valid commands accepted")
 _rekeyed = metrics.counter(
     "scheduler_commands_rekeyed_total",
     "commands re-sent to schedule-commands-keyed (not keyed by schedule id, or another partition)",
@@ -53,7 +52,7 @@ async def _accept(event: Any, outbox: Outbox) -> None:
         await reject(exc, event.key, raw)
         return
     accepted_at = datetime.fromtimestamp(event.message.timestamp, tz=UTC)
-    _accepted.inc()
+    ACCEPTED.inc()
     sid = command.schedule_id.encode()
     partition = event.message.partition
     owner = owner_partition(sid)

@@ -31,10 +31,12 @@ from collections.abc import Awaitable
 from datetime import timedelta
 from typing import Any
 
+from prometheus_client import Counter, Histogram
+
 from scheduler import clock, gcpace, metrics
 from scheduler.app import app, egress_policy, settings, target_clusters
 from scheduler.domain import secrets
-from scheduler.domain.models import Task
+from scheduler.domain.models import Task, TaskType
 from scheduler.domain.retry import (
     Outcome,
     Result,
@@ -65,8 +67,82 @@ _running: set[asyncio.Future[None]] = set()
 #: The queue of fetched ``firings`` events waiting for ``deliver_firings``.
 _fetched: Any = None
 
-_succeeded = metrics.counter("scheduler_deliveries_succeeded_total", "deliveries that succeeded")
-_failed = metrics.counter("scheduler_deliveries_failed_total", "delivery attempts that failed")
+#: Task types as labels; ``other`` for a firing whose type this worker does not know.
+TASK_TYPES = (*(kind.value for kind in TaskType), "other")
+#: How a delivery attempt ended: a ``Result``'s outcome, or put off (never tried).
+OUTCOMES = ("success", "retryable", "permanent", "deferred")
+
+_deliveries = Counter(
+    "scheduler_deliveries",
+    "delivery attempts concluded, by task type and outcome (deferred: put off, not tried)",
+    ["task_type", "outcome"],
+    registry=metrics.REGISTRY,
+)
+#: Bound once: the hot path looks a pair up in a dict, not in the metric.
+_concluded = {
+    (kind, outcome): _deliveries.labels(kind, outcome)
+    for kind in TASK_TYPES
+    for outcome in OUTCOMES
+}
+_kafka_delivered = _concluded[("kafka", "success")]
+metrics.Total(
+    "scheduler_deliveries_succeeded_total",
+    "deliveries that succeeded",
+    _deliveries,
+    {"outcome": {"success"}},
+)
+metrics.Total(
+    "scheduler_deliveries_failed_total",
+    "delivery attempts that failed",
+    _deliveries,
+    {"outcome": {"retryable", "permanent"}},
+)
+
+#: From a few milliseconds (on time: the firing was written ahead and held)
+#: to an hour (a retry that waited, a backlog after an outage).
+LATENESS_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+)  # fmt: skip
+_lateness = Histogram(
+    "scheduler_delivery_lateness_seconds",
+    "seconds from a firing's instant to the success of its delivery: from scheduled_for, or "
+    "from deliver_at when the schedule has jitter; includes the target's answer and, for "
+    'attempt="retry", the retry waits',
+    ["task_type", "attempt"],
+    buckets=LATENESS_BUCKETS,
+    registry=metrics.REGISTRY,
+)
+_late = {
+    (kind, first): _lateness.labels(kind, "first" if first else "retry")
+    for kind in TASK_TYPES
+    for first in (True, False)
+}
+_kafka_late = _late[("kafka", True)]
+
+#: Why firings go to ``firings-dead``, in a few classes (the record's ``reason`` says more).
+#: A permanent failure is classed by the code its error starts with, if it has one.
+DEAD_REASONS = (
+    "permanent",
+    "egress_denied",
+    "secret_missing",
+    "unknown_cluster",
+    "no_retries",
+    "retries_exhausted",
+    "max_age",
+    "unreadable",
+    "unconcludable",
+)
+_dead_letters = Counter(
+    "scheduler_dead_letters",
+    "firings sent to firings-dead, by reason class",
+    ["reason"],
+    registry=metrics.REGISTRY,
+)
+_buried = {reason: _dead_letters.labels(reason) for reason in DEAD_REASONS}
+#: The codes a permanent failure's error may start with (``scheduler.targets.executors``).
+_PERMANENT_CODES = frozenset({"egress_denied", "secret_missing", "unknown_cluster"})
+metrics.Total("scheduler_deliveries_dead_total", "firings sent to firings-dead", _dead_letters, {})
 #: Seconds a delivery its target had no room for is put off, the first time;
 #: doubled each time it is put off again, up to ``DEFER_MAX_S``. A target
 #: that hangs would otherwise have every delivery to it read, refused and
@@ -75,12 +151,13 @@ _failed = metrics.counter("scheduler_deliveries_failed_total", "delivery attempt
 DEFER_S = 1.0
 DEFER_MAX_S = 30.0
 
-_deferred = metrics.counter(
+metrics.Total(
     "scheduler_deliveries_deferred_total",
     "deliveries put off on firings-retry, not attempted: their target had too much in flight",
+    _deliveries,
+    {"outcome": {"deferred"}},
 )
 _retried = metrics.counter("scheduler_deliveries_retried_total", "failures sent to firings-retry")
-_dead = metrics.counter("scheduler_deliveries_dead_total", "firings sent to firings-dead")
 _revocations = metrics.counter(
     "scheduler_held_firings_revoked_total", "held firings dropped unsent because they were revoked"
 )
@@ -119,9 +196,37 @@ def stuck(firing_id: Any, exc: BaseException) -> None:
     produce_guard.refused(exc, f"the conclusion of firing {firing_id}", app.consumer)
 
 
-def _delivered(firing_id: str, attempt: int) -> None:
-    _succeeded.inc()
-    log.debug("delivered %s attempt %d", firing_id, attempt)
+def task_type(task: Any) -> str:
+    """The firing's task type as a label: one of ``TASK_TYPES``."""
+    kind = task.get("type") if isinstance(task, dict) else None
+    return kind if kind in _KNOWN_TYPES else "other"
+
+
+_KNOWN_TYPES = frozenset(TASK_TYPES)
+
+
+def _delivered(firing: dict[str, Any], attempt: int, kind: str) -> None:
+    """Count a successful delivery, and how late it was."""
+    due = firing.get("deliver_at") or firing["scheduled_for"]
+    late_us = clock.now_us() - clock.to_us(parse_utc(due))
+    _late[(kind, attempt <= 1)].observe(late_us / 1_000_000)
+    _concluded[(kind, "success")].inc()
+    log.debug("delivered %s attempt %d", firing["firing_id"], attempt)
+
+
+def dead_reason(result: Result, policy: RetryPolicy, attempt: int) -> str:
+    """The class of a dead letter, one of ``DEAD_REASONS``, for the dead-letter counter.
+
+    In the order ``RetryPolicy.decide`` gives up in.
+    """
+    if result.outcome is Outcome.PERMANENT:
+        code = (result.error or "").partition(":")[0]
+        return code if code in _PERMANENT_CODES else "permanent"
+    if not policy.enabled:
+        return "no_retries"
+    if attempt > policy.max_retries:
+        return "retries_exhausted"
+    return "max_age"
 
 
 async def conclude(firing: dict[str, Any], result: Result) -> None:
@@ -139,7 +244,8 @@ async def conclude(firing: dict[str, Any], result: Result) -> None:
         if isinstance(exc, ProduceFailed):
             raise
         log.exception("cannot conclude the delivery of %s", firing.get("firing_id"))
-        await _bury(firing, result, f"cannot conclude the delivery: {type(exc).__name__}: {exc}")
+        why = f"cannot conclude the delivery: {type(exc).__name__}: {exc}"
+        await _bury(firing, result, why, "unconcludable")
 
 
 class ProduceFailed(Exception):
@@ -169,8 +275,9 @@ async def _conclude(firing: dict[str, Any], result: Result) -> None:
         "scheduled_for": firing["scheduled_for"],
         "attempt": number,
     }
+    kind = task_type(task)
     if result.ok:
-        _delivered(firing["firing_id"], number)
+        _delivered(firing, number, kind)
         if keep_history:
             await history.record(sid, "succeeded", **common)
         return
@@ -188,9 +295,9 @@ async def _conclude(firing: dict[str, Any], result: Result) -> None:
             "errors": firing.get("errors", []),
         }
         await _produce(retry_topic, sid.encode(), body)
-        _deferred.inc()
+        _concluded[(kind, "deferred")].inc()
         return
-    _failed.inc()
+    _concluded[(kind, result.outcome.value)].inc()
     now = clock.now()
     errors = kept_errors([*firing.get("errors", []), attempt_error(number, now, result)])
     policy = RetryPolicy.of(Task.model_validate(task))
@@ -218,7 +325,7 @@ async def _conclude(firing: dict[str, Any], result: Result) -> None:
     # A dead letter is read by people and tools: no secret given literally in it.
     body["task"] = secrets.masked_task(body.get("task"))
     await _produce(dead_topic, sid.encode(), body)
-    _dead.inc()
+    _buried[dead_reason(result, policy, number)].inc()
     if keep_history:
         await history.record(
             sid, "dead", reason=decision.reason, error=shorten(result.error), **common
@@ -229,8 +336,11 @@ async def _conclude(firing: dict[str, Any], result: Result) -> None:
 _CONCLUSION_FIELDS = ("not_before", "last_error", "errors", "reason", "dead_at", "deferrals")
 
 
-async def _bury(firing: dict[str, Any], result: Result | None, reason: str) -> None:
-    """Send ``firing`` to ``firings-dead`` with ``reason``, as far as it can be read."""
+async def _bury(firing: dict[str, Any], result: Result | None, reason: str, kind: str) -> None:
+    """Send ``firing`` to ``firings-dead`` with ``reason``, as far as it can be read.
+
+    ``kind``: the dead letter's class for the counter (``DEAD_REASONS``).
+    """
     errors = firing.get("errors")
     if not isinstance(errors, list):
         errors = []
@@ -246,11 +356,12 @@ async def _bury(firing: dict[str, Any], result: Result | None, reason: str) -> N
     }
     key = firing.get("schedule_id")
     await _produce(dead_topic, key.encode() if isinstance(key, str) else b"", body)
-    _dead.inc()
+    _buried[kind].inc()
 
 
 #: A held firing: its id, its record's message (its bytes, and what is
-#: acknowledged), whether its task keeps history, and its Kafka record if any.
+#: acknowledged), whether its task keeps history, its Kafka record if any, and
+#: the instant (µs) it is delivered at, for its lateness.
 #:
 #: Not the parsed firing nor the event: at 2,000 firings a second, ~10,000 wait
 #: at once, and every object each keeps alive is walked again by each garbage
@@ -258,9 +369,10 @@ async def _bury(firing: dict[str, Any], result: Result | None, reason: str) -> N
 #: list of headers (~16 tracked objects a firing), collections grew long
 #: enough that late deliveries clustered behind them (measured in bench/, see
 #: bench/RESULTS.md). This keeps four: the tuple, the message,
-#: Faust's weak reference to it, and the Kafka record; the rest is parsed
-#: again from the message's bytes when it is needed.
-Held = tuple[str, Any, bool, KafkaRecord | None]
+#: Faust's weak reference to it, and the Kafka record (the instant is an int,
+#: which the collector does not track); the rest is parsed again from the
+#: message's bytes when it is needed.
+Held = tuple[str, Any, bool, KafkaRecord | None, int]
 
 
 def _ack(message: Any) -> None:
@@ -317,7 +429,13 @@ class _Held:
                 record = kafka_record(firing)
             except Exception:  # delivered one by one, where the error is reported
                 log.exception("cannot build the Kafka record of %s", firing_id)
-        self._by_id[firing_id] = (firing_id, message, bool(task.get("history_check")), record)
+        self._by_id[firing_id] = (
+            firing_id,
+            message,
+            bool(task.get("history_check")),
+            record,
+            due_us,
+        )
         waiting = self._at.get(due_us)
         if waiting is not None:
             waiting.append(firing_id)
@@ -345,7 +463,7 @@ class _Held:
 
         Their partitions' next owner reads them again.
         """
-        for firing_id, (_, message, _, _) in list(self._by_id.items()):
+        for firing_id, (_, message, _, _, _) in list(self._by_id.items()):
             if message.tp in partitions:
                 del self._by_id[firing_id]
 
@@ -494,18 +612,28 @@ async def _settle_kafka(batch: list[Held], prebuilt: list[Prebuilt] | None = Non
         results = [failed] * len(batch)
     finally:
         slots().release()
-    for (firing_id, message, keeps_history, _), result in zip(batch, results, strict=True):
-        try:
-            if result.ok and not keeps_history:
-                # All conclude would do, without parsing the firing again
-                # (a firing from ``firings`` is always attempt 1).
-                _delivered(firing_id, 1)
-            else:
-                await conclude(_firing(message), result)
-        except Exception as exc:
-            stuck(firing_id, exc)
-            continue
-        _ack(message)
+    # When the batch's results came back: each success's lateness is from here.
+    now_us = clock.now_us()
+    delivered = 0
+    try:
+        for (firing_id, message, keeps_history, _, due_us), result in zip(
+            batch, results, strict=True
+        ):
+            try:
+                if result.ok and not keeps_history:
+                    # All conclude would do, without parsing the firing again
+                    # (a firing from ``firings`` is always attempt 1).
+                    _kafka_late.observe((now_us - due_us) / 1_000_000)
+                    delivered += 1
+                    log.debug("delivered %s attempt 1", firing_id)
+                else:
+                    await conclude(_firing(message), result)
+            except Exception as exc:
+                stuck(firing_id, exc)
+                continue
+            _ack(message)
+    finally:
+        _kafka_delivered.inc(delivered)  # once for the batch, not once a firing
 
 
 async def bury_unreadable(stream: Any, event: Any, exc: Exception) -> None:
@@ -518,6 +646,7 @@ async def bury_unreadable(stream: Any, event: Any, exc: Exception) -> None:
             {"record": shorten(text), "source": where},
             None,
             f"unreadable record at {where}: {type(exc).__name__}: {exc}",
+            "unreadable",
         )
     except Exception as failure:
         stuck(where, failure)

@@ -21,6 +21,7 @@ from scheduler import clock, tables
 from scheduler.app import app
 from scheduler.domain import state
 from scheduler.outbox import Outbox
+from scheduler.streams import census
 from scheduler.streams.timers import index_key, registry
 from scheduler.tables import due_index, schedules
 
@@ -56,6 +57,10 @@ def store(
     ``keep``: cache the record (a wake-up's, if it will be woken again), else
     forget it.
     """
+    was = before.status if before else None
+    becomes = after.status if after else None
+    if was is not becomes:
+        census.changed(partition, was, becomes)
     _cache.pop(key, None)
     if after is None:
         tables.erase(schedules, partition, key, outbox)

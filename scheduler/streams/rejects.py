@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 
+from prometheus_client import Counter
+
 from scheduler import clock, metrics
 from scheduler.app import app
 from scheduler.domain import secrets
@@ -15,7 +17,36 @@ from scheduler.topics import rejected_topic
 
 log = logging.getLogger(__name__)
 
-_rejected = metrics.counter("scheduler_commands_rejected_total", "commands rejected")
+#: The error codes a rejection may carry; any other is counted as ``other``, so
+#: that the label's values stay few whatever a new check calls its error.
+ERRORS = (
+    "bad_json",
+    "too_large",
+    "invalid_command",
+    "egress_denied",
+    "unknown_cluster",
+    "unknown_schedule",
+    "unreadable",
+)
+_commands = Counter(
+    "scheduler_commands",
+    "commands read from schedule-commands, by outcome: accepted, or rejected with its error "
+    "code (a command accepted and then found to name no schedule counts as both)",
+    ["outcome", "error"],
+    registry=metrics.REGISTRY,
+)
+#: Bound once, for the command agent.
+ACCEPTED = _commands.labels("accepted", "")
+_rejected = {error: _commands.labels("rejected", error) for error in (*ERRORS, "other")}
+metrics.Total(
+    "scheduler_commands_accepted_total",
+    "valid commands accepted",
+    _commands,
+    {"outcome": {"accepted"}},
+)
+metrics.Total(
+    "scheduler_commands_rejected_total", "commands rejected", _commands, {"outcome": {"rejected"}}
+)
 
 
 def rejection(exc: InvalidCommand, original: bytes | str | None) -> bytes:
@@ -34,7 +65,7 @@ def rejection(exc: InvalidCommand, original: bytes | str | None) -> bytes:
 
 
 async def reject(exc: InvalidCommand, key: bytes | None, original: bytes | str | None) -> None:
-    _rejected.inc()
+    _rejected.get(exc.error, _rejected["other"]).inc()
     log.info("rejected command: %s", exc.detail)
     sent = await rejected_topic.send(key=key, value=rejection(exc, original))
     produce_guard.watch(sent, "a rejection record", app.consumer)

@@ -63,6 +63,7 @@ from typing import Any
 from scheduler import clock, metrics, tables
 from scheduler.app import app, settings
 from scheduler.patches import private
+from scheduler.streams import census
 from scheduler.tables import due_index, partition_db
 from scheduler.topics import keyed_commands_topic
 
@@ -89,6 +90,9 @@ CROWD = 1_000
 #: stretched for a crowd: a safe share of what a worker does for all its partitions
 #: (measured in bench/, see bench/RESULTS.md).
 WAKE_RATE = 250
+
+
+_wakeups_sent = metrics.counter("scheduler_wakeups_sent_total", "wake-ups sent by timers")
 
 
 def index_key(due_us: int, schedule_id: str) -> bytes:
@@ -239,7 +243,7 @@ class PartitionTimer:
                 await asyncio.sleep(1.0)
 
     async def _loop(self) -> None:
-        fired = metrics.counter("scheduler_wakeups_sent_total", "wake-ups sent by timers")
+        fired = _wakeups_sent
         while True:
             now = self._now_us()
             if now >= self.horizon_us - WINDOW_US // 2 or self._beyond > CROWD:
@@ -420,6 +424,7 @@ async def supervise_timers() -> None:
         changed.clear()
         settled = _settled()
         registry.reconcile(_owned_partitions())
+        census.reconcile(set(registry.timers))
         if not settled:
             await asyncio.sleep(UNSETTLED_POLL_S)
             continue

@@ -7,6 +7,12 @@ from the repository or dropped by .dockerignore, a root user, a port, an
 environment variable or a subcommand the code does not have, a broker
 address the Kafka service does not advertise, an undeclared volume, an image
 that would need the development tools (``scheduler/devtools``) it leaves out.
+compose.yaml is also validated against the Compose specification's schema
+(shipped by ``check-jsonschema``, offline), and each property that lets
+``docker compose up --scale worker=N`` work is checked on its own: no host
+port on the worker, the entrypoint (run for real, with stand-ins) binding and
+advertising the container's hostname, no fixed identity, one anonymous cache
+volume per replica, the proxy that publishes the web view.
 """
 
 from __future__ import annotations
@@ -32,8 +38,10 @@ from itertools import takewhile
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
+from check_jsonschema.builtin_schemas import get_builtin_schema
 
 from scheduler.cli import EXIT_BAD_INPUT, _parser
 from scheduler.devtools.broker import KAFKA_VERSION
@@ -716,6 +724,7 @@ def test_healthcheck_fails_when_nothing_listens() -> None:
         "tests/unit/test_cron.py",
         "bench/results.json",
         ".env",
+        "deploy/k8s/secrets/web-tokens",
     ],
 )
 def test_dockerignore_keeps_local_state_out(path: str) -> None:
@@ -886,18 +895,141 @@ def _container_ports(svc: dict[str, Any]) -> set[int]:
     return out
 
 
-def test_worker_publishes_the_web_port_it_binds() -> None:
+def _published(svc: dict[str, Any]) -> list[tuple[str, str, int]]:
+    """(host address, host port, container port) of each published port."""
+    out = []
+    for entry in svc.get("ports") or []:
+        if isinstance(entry, dict):
+            host = (str(entry.get("host_ip", "")), str(entry.get("published", "")))
+            out.append((*host, int(entry["target"])))
+            continue
+        parts = str(entry).split("/")[0].split(":")
+        parts = [""] * (3 - len(parts)) + parts
+        out.append((parts[0], parts[1], int(parts[2])))
+    return out
+
+
+def compose_unescape(value: str) -> str:
+    """What the container gets of a Compose string with no variables: ``$$`` is ``$``."""
+    assert "$" not in value.replace("$$", ""), f"{value!r} interpolates a variable of the host"
+    return value.replace("$$", "$")
+
+
+def worker_web_port() -> int:
+    env = environment(service("worker"))
+    return int(env.get("SCHEDULER_WEB_PORT", final().env().get("SCHEDULER_WEB_PORT", "6066")))
+
+
+@cache
+def compose_schema_errors() -> list[str]:
+    return schema_errors(compose())
+
+
+def schema_errors(document: dict[str, Any]) -> list[str]:
+    """Where ``document`` breaks the Compose specification (the schema check-jsonschema ships)."""
+    schema = get_builtin_schema("vendor.compose-spec")
+    validator = jsonschema.Draft202012Validator(
+        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
+    return [
+        f"{'/'.join(map(str, error.absolute_path))}: {error.message}"
+        for error in validator.iter_errors(document)
+    ]
+
+
+def test_compose_file_follows_the_compose_specification() -> None:
+    assert compose_schema_errors() == []
+
+
+def test_the_compose_schema_check_catches_mistakes() -> None:
+    """The check above could fail: a misspelt key and a wrong type are both refused."""
+    broken = json.loads(json.dumps(compose()))
+    broken["services"]["worker"]["stop_grace_periods"] = "10s"
+    broken["services"]["web"]["ports"] = "127.0.0.1:6066:6066"
+    errors = schema_errors(broken)
+    assert any("stop_grace_periods" in error for error in errors), errors
+    assert any(error.startswith("services/web/ports") for error in errors), errors
+
+
+def test_workers_publish_no_host_port() -> None:
+    """One host port can be bound by one replica: `--scale worker=3` would fail on it."""
     worker = service("worker")
-    env = environment(worker)
-    port = int(env.get("SCHEDULER_WEB_PORT", default_web_port()))
-    assert port == default_web_port() == 6066
-    assert _container_ports(worker) == {port}
+    assert not worker.get("ports"), f"worker publishes {worker['ports']}"
     exposed = {p.split("/")[0] for i in final().all("EXPOSE") for p in i.rest.split()}
-    assert str(port) in exposed
-    assert env.get("SCHEDULER_WEB_HOST", final().env().get("SCHEDULER_WEB_HOST")) == "0.0.0.0"
+    assert str(worker_web_port()) in exposed
 
 
-def test_worker_runs_a_real_subcommand_of_the_image() -> None:
+def test_workers_have_no_fixed_identity() -> None:
+    """Nothing in the service gives two replicas the same name, address or member id."""
+    worker = service("worker")
+    for key in ("container_name", "hostname", "mac_address"):
+        assert key not in worker, f"every replica would get {key}={worker[key]!r}"
+    env = environment(worker)
+    assert "SCHEDULER_INSTANCE_ID" not in env, "every replica would share one member id"
+    assert "SCHEDULER_WEB_HOST" not in env, "the entrypoint sets it per container"
+    assert "SCHEDULER_WEB_HOST" not in final().env() or (
+        final().env()["SCHEDULER_WEB_HOST"] == "0.0.0.0"
+    )
+    deploy = worker.get("deploy") or {}
+    assert deploy.get("mode", "replicated") == "replicated"
+
+
+def test_the_member_id_of_a_replica_is_its_hostname(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With SCHEDULER_INSTANCE_ID unset, each container's id is its own hostname."""
+    monkeypatch.setattr(socket, "gethostname", lambda: "3f2a9c1d0b7e")
+    settings = Settings(web_port=worker_web_port())
+    assert settings.group_instance_id == f"3f2a9c1d0b7e-{worker_web_port()}"
+
+
+def _entrypoint_run(tmp_path: Path, hostname: str) -> tuple[str, list[str]]:
+    """Run the worker's Compose entrypoint with stand-ins for ``hostname`` and ``scheduler``.
+
+    Returns the SCHEDULER_WEB_HOST the ``scheduler`` command saw and its arguments.
+    """
+    worker = service("worker")
+    entrypoint = worker["entrypoint"]
+    argv = [compose_unescape(str(word)) for word in entrypoint]
+    command = worker["command"]
+    argv += command if isinstance(command, list) else shlex.split(command)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "hostname").write_text(f"#!/bin/sh\necho {hostname}\n")
+    (bin_dir / "scheduler").write_text(
+        "#!/bin/sh\n"
+        'printf "%s\\n" "$SCHEDULER_WEB_HOST" "$$"\n'
+        'for arg in "$@"; do printf "%s\\n" "$arg"; done\n'
+    )
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "SCHEDULER_WEB_HOST": "0.0.0.0"}
+    # Prints its pid, then becomes the entrypoint: as the container runtime starts it.
+    runner = "import os, sys\nprint(os.getpid(), flush=True)\nos.execvp(sys.argv[1], sys.argv[1:])"
+    result = subprocess.run(
+        [sys.executable, "-c", runner, *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    pid, web_host, scheduler_pid, *args = result.stdout.splitlines()
+    # `exec`: the worker is the container's main process and gets its SIGTERM.
+    assert scheduler_pid == pid, "the entrypoint must exec scheduler, not run it as a child"
+    return web_host, args
+
+
+def test_the_entrypoint_binds_and_advertises_the_container_hostname(tmp_path: Path) -> None:
+    worker = service("worker")
+    assert worker["entrypoint"][0] in ("sh", "/bin/sh"), "the image has no bash"
+    web_host, args = _entrypoint_run(tmp_path, "3f2a9c1d0b7e")
+    assert web_host == "3f2a9c1d0b7e"
+    assert args == ["worker"], args
+    assert args[0] in cli_subcommands()
+    settings = Settings(web_host=web_host, web_port=worker_web_port())
+    assert settings.web_url == f"http://3f2a9c1d0b7e:{worker_web_port()}"
+
+
+def test_worker_is_built_from_the_dockerfile() -> None:
     worker = service("worker")
     build = worker["build"]
     context = ROOT / (build if isinstance(build, str) else build.get("context", "."))
@@ -905,15 +1037,48 @@ def test_worker_runs_a_real_subcommand_of_the_image() -> None:
         "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile")
     )
     assert (context / dockerfile_name).resolve() == DOCKERFILE
-    assert "entrypoint" not in worker, "the image's ENTRYPOINT is the scheduler command"
-    command = worker["command"]
-    argv = command if isinstance(command, list) else shlex.split(command)
-    assert argv[0] in cli_subcommands(), f"scheduler has no subcommand {argv[0]!r}"
-    assert argv[0] == "worker"
 
 
-def test_worker_keeps_its_cache_on_the_image_volume() -> None:
+def test_each_worker_has_its_own_cache_volume() -> None:
+    """An anonymous volume at the data dir: one per replica, never shared (RocksDB locks it)."""
     worker = service("worker")
     data_dir = environment(worker).get("SCHEDULER_DATA_DIR", final().env()["SCHEDULER_DATA_DIR"])
-    volumes = {target: source for source, target, _ in _mounts(worker)}
-    assert data_dir in volumes, f"{data_dir} is not mounted: {volumes}"
+    mounts = {target: (source, kind) for source, target, kind in _mounts(worker)}
+    assert data_dir in mounts, f"{data_dir} is not mounted: {mounts}"
+    source, kind = mounts[data_dir]
+    assert kind == "volume" and source is None, f"{data_dir} is {kind} {source!r}: shared"
+
+
+def _duration_seconds(text: str) -> float:
+    """A Compose duration (``1m30s``, ``10s``, ``500ms``) in seconds."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, "us": 1e-6}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", text)
+    assert parts and "".join(n + u for n, u in parts) == text, f"not a duration: {text!r}"
+    return sum(float(number) * units[unit] for number, unit in parts)
+
+
+def test_stop_grace_period_fits_within_the_session_timeout() -> None:
+    """Long enough for Faust's shutdown, no longer than the group waits for a silent member."""
+    worker = service("worker")
+    grace = _duration_seconds(str(worker["stop_grace_period"]))
+    timeout = float(
+        environment(worker).get(
+            "SCHEDULER_SESSION_TIMEOUT", Settings.model_fields["session_timeout"].default
+        )
+    )
+    assert 5 <= grace <= timeout, (grace, timeout)
+
+
+def test_the_proxy_publishes_the_web_view_on_loopback() -> None:
+    web = service("web")
+    name, tag, digest = split_image(web["image"])
+    assert name == "caddy" and (tag or digest)
+    published = _published(web)
+    assert published == [("127.0.0.1", "6066", 6066)], published
+    argv = web["command"] if isinstance(web["command"], list) else shlex.split(web["command"])
+    assert argv[:2] == ["caddy", "reverse-proxy"], argv
+    options = dict(zip(argv[2::2], argv[3::2], strict=True))
+    # A port without a host name: Caddy serves plain HTTP, no certificate.
+    assert options["--from"] == f":{published[0][2]}"
+    assert options["--to"] == f"worker:{worker_web_port()}"
+    assert "worker" in (web.get("depends_on") or {})

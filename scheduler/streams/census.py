@@ -1,0 +1,155 @@
+"""Schedules by status on this worker's partitions, for ``scheduler_schedules{status}``.
+
+Counting them at each scrape would read every record, a million at scale,
+every 15 seconds. Instead each partition is counted once, when its timer
+starts (it is then this worker's, and its table has recovered), and from
+then on kept up to date by ``scheduler.streams.records.store``, the one
+writer of records, which reports every change of a status (:func:`changed`).
+
+The first count reads the partition's RocksDB in slices of ``SLICE``
+records, with a turn of the event loop between two, so it holds up a firing
+a millisecond at most; a million records take a few seconds of a worker's
+spare time. It reads a snapshot: the staged writes are flushed and the
+iterator opened (which pins what it reads) in one step with no await, and
+every store from that step on is counted as a change. So the count and the
+changes add up however the agents write meanwhile. A partition is served
+once its first count is done; a rebalance drops every count, and they start
+again with the timers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from scheduler import metrics, tables
+from scheduler.app import app
+from scheduler.domain import state
+from scheduler.tables import partition_db, schedules
+
+log = logging.getLogger(__name__)
+
+STATUSES = tuple(status.value for status in state.Status)
+#: Records read between two turns of the event loop: about a millisecond's
+#: work (2.5 µs a record, measured on 200,000 records of 1 KB).
+SLICE = 500
+#: Schedule ids start so (``scheduler.domain.ids``); Faust keeps its offset under another key.
+_PREFIX = b"sch_"
+#: A record's status member, near its start (``ScheduleRecord.to_bytes`` writes it second).
+_STATUS = b'"status":"'
+_LOOK = 128
+
+
+class _Count:
+    """One partition's count: per status, and the snapshot still being read."""
+
+    def __init__(self, iterator: Any) -> None:
+        self.by_status = dict.fromkeys(STATUSES, 0)
+        self.iterator: Any = iterator
+        self.task: asyncio.Future[None] | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.iterator is None
+
+
+_counts: dict[int, _Count] = {}
+
+
+def changed(partition: int, before: str | None, after: str | None) -> None:
+    """A record of ``partition`` went from status ``before`` to ``after`` (None: no record)."""
+    count = _counts.get(partition)
+    if count is None:
+        return  # not counted here (yet): its first count will read the change
+    by_status = count.by_status
+    if before is not None:
+        by_status[before] -= 1
+    if after is not None:
+        by_status[after] += 1
+
+
+def reconcile(wanted: set[int]) -> None:
+    """Count the partitions of ``wanted`` not counted yet; drop the others."""
+    for partition in set(_counts) - wanted:
+        _drop(partition)
+    for partition in sorted(wanted - set(_counts)):
+        try:
+            _start(partition)
+        except Exception:  # tried again at the next reconcile
+            log.exception("cannot count the schedules of partition %d", partition)
+
+
+def _start(partition: int) -> None:
+    # No await from the flush to the iterator: see the module's docstring.
+    tables.flush()
+    iterator = partition_db(schedules, partition).iter()
+    iterator.seek(_PREFIX)
+    count = _counts[partition] = _Count(iterator)
+    count.task = asyncio.ensure_future(_read(count))
+
+
+async def _read(count: _Count) -> None:
+    while count.iterator is not None:
+        if tally(count.iterator, count.by_status, SLICE):
+            count.iterator = None  # done; and the snapshot is let go
+            return
+        await asyncio.sleep(0)
+
+
+def tally(iterator: Any, by_status: dict[str, int], limit: int) -> bool:
+    """Add up to ``limit`` records' statuses from ``iterator``; whether it reached the end."""
+    for _ in range(limit):
+        if not iterator.valid():
+            return True
+        key = iterator.key()
+        if not key.startswith(_PREFIX):
+            return True
+        status = status_of(iterator.value())
+        if status in by_status:
+            by_status[status] += 1
+        iterator.next()
+    return False
+
+
+def status_of(record: bytes) -> str:
+    """A stored record's status, read from its bytes (decoding it costs far more)."""
+    at = record.find(_STATUS, 0, _LOOK)
+    if at < 0:
+        return state.ScheduleRecord.from_bytes(record).status.value
+    start = at + len(_STATUS)
+    return record[start : record.index(b'"', start)].decode()
+
+
+def _drop(partition: int) -> None:
+    count = _counts.pop(partition)
+    # Let go of the iterator now: it keeps the partition's RocksDB open, and
+    # Faust opens it anew if the partition comes back.
+    count.iterator = None
+    if count.task is not None:
+        count.task.cancel()
+
+
+def totals() -> dict[tuple[str, ...], float]:
+    """Schedules by status over the partitions counted so far."""
+    out = dict.fromkeys(STATUSES, 0)
+    for count in _counts.values():
+        if count.done:
+            for status, number in count.by_status.items():
+                out[status] += number
+    return {(status,): number for status, number in out.items()}
+
+
+metrics.Reading(
+    "scheduler_schedules",
+    "schedules on the partitions this worker owns, by status (each partition counted once it "
+    "is owned, then kept up to date)",
+    ("status",),
+).bind(totals)
+
+
+@app.on_partitions_revoked.connect  # type: ignore[arg-type]
+async def _on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+    """Partitions move: every count starts again once the timers do."""
+    for partition in list(_counts):
+        _drop(partition)
