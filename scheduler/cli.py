@@ -245,15 +245,23 @@ def _http(method: str, url: str, **kwargs: Any) -> Any:
         raise BrokerError(f"cannot reach the scheduler web view at {url}: {exc}") from None
 
 
-def cmd_get(args: argparse.Namespace) -> int:
-    response = _http("GET", f"{_web_url(args)}/schedules/{args.schedule_id}")
+def _lookup(url: str, **params: Any) -> tuple[dict[str, Any], int | None]:
+    """A web view lookup's body, and the exit code to stop with if it failed (said on stderr)."""
+    response = _http("GET", url, params=params or None)
     body = response.json()
     if response.status_code == 404:
         print(f"scheduler: {body.get('detail', 'not found')}", file=sys.stderr)
-        return EXIT_NOT_FOUND
+        return body, EXIT_NOT_FOUND
     if response.status_code >= 400:
         print(f"scheduler: {body}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return body, EXIT_BAD_INPUT
+    return body, None
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    body, failed = _lookup(f"{_web_url(args)}/schedules/{args.schedule_id}")
+    if failed is not None:
+        return failed
     if args.json:
         print(json.dumps(body, indent=2, ensure_ascii=False))
     else:
@@ -352,18 +360,11 @@ def cmd_preview(args: argparse.Namespace) -> int:
     check_count(args.count)
     if SCHEDULE_ID.fullmatch(args.source.strip()):
         # A stored schedule: its owner answers, from the record the timers use.
-        response = _http(
-            "GET",
-            f"{_web_url(args)}/schedules/{args.source.strip()}/preview",
-            params={"count": args.count},
+        body, failed = _lookup(
+            f"{_web_url(args)}/schedules/{args.source.strip()}/preview", count=args.count
         )
-        body = response.json()
-        if response.status_code == 404:
-            print(f"scheduler: {body.get('detail', 'not found')}", file=sys.stderr)
-            return EXIT_NOT_FOUND
-        if response.status_code >= 400:
-            print(f"scheduler: {body}", file=sys.stderr)
-            return EXIT_BAD_INPUT
+        if failed is not None:
+            return failed
     else:
         items = read_commands(args.source)
         if len(items) != 1:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["merge"]
+__all__ = ["merge", "uncovered"]
 
 
 def merge(pages: list[dict[str, Any]], limit: int) -> dict[str, Any]:
@@ -32,3 +32,12 @@ def merge(pages: list[dict[str, Any]], limit: int) -> dict[str, Any]:
         items = items[:limit]
         return {"schedules": items, "next": items[-1]["schedule_id"]}
     return {"schedules": items, "next": bound}
+
+
+def uncovered(pages: list[dict[str, Any]], partitions: int) -> list[int]:
+    """The partitions no worker's part covered (none is ready for them: a rebalance
+    or a recovery). Unknown (an older worker's part says nothing) counts as covered."""
+    if not all("partitions" in page for page in pages):
+        return []
+    covered = {p for page in pages for p in page["partitions"]}
+    return [p for p in range(partitions) if p not in covered]

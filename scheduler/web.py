@@ -12,6 +12,7 @@ import heapq
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 from faust import web
 
 from scheduler import metrics, paging, tables
@@ -79,10 +80,31 @@ class ScheduleListView(web.View):
         mine = await _local(filters, limit, after)
         if request.query.get("scope") == "local":
             return self.json(mine)
-        pages = [mine, *await asyncio.gather(*(_remote(url, request) for url in _peers()))]
+        peers = _peers()
+        try:
+            pages = [mine, *await asyncio.gather(*(_remote(url, request) for url in peers))]
+        except (OSError, TimeoutError, aiohttp.ClientError) as exc:
+            return _error(
+                self,
+                503,
+                "unavailable",
+                f"a worker did not answer its part of the page ({type(exc).__name__}: {exc}); "
+                "the page would miss its schedules: try again",
+            )
+        missing = paging.uncovered(pages, settings.partitions)
+        if missing:
+            return _error(
+                self,
+                503,
+                "unavailable",
+                f"partitions {', '.join(map(str, missing))} have no ready owner now (a "
+                "rebalance or a recovery); the page would miss their schedules: try again",
+            )
         return self.json(paging.merge(pages, limit))
 
 
+#: How long a worker waits for another's part of a page.
+PEER_TIMEOUT = aiohttp.ClientTimeout(total=10)
 #: Records one worker reads for one page at most (a filter is checked on each).
 MAX_SCANNED = 20_000
 #: Records read between two turns of the event loop: a page never holds up firings.
@@ -93,6 +115,13 @@ _SID_PREFIX = b"sch_"
 async def _local(filters: dict[str, str], limit: int, after: str | None) -> dict[str, Any]:
     """This worker's part of a page: up to ``limit`` matches past ``after``, and where
     it stopped if it did not reach the end of its partitions."""
+    # Which partitions this part covers: none until the tables have recovered.
+    ready = private.tables_recovered(app) and not app.rebalancing
+    covered = sorted(
+        tp.partition
+        for tp in app.assignor.assigned_actives()
+        if ready and tp.topic == keyed_commands_topic.get_topic_name()
+    )
     tables.flush()
     start = after.encode() if after else _SID_PREFIX
     # The filter's values as they appear in a record's JSON, to pass over most
@@ -122,7 +151,11 @@ async def _local(filters: dict[str, str], limit: int, after: str | None) -> dict
             await asyncio.sleep(0)
     else:
         last = None  # every partition read to its end
-    return {"schedules": found, "next": last.decode() if last is not None else None}
+    return {
+        "schedules": found,
+        "next": last.decode() if last is not None else None,
+        "partitions": covered,
+    }
 
 
 def _plain(value: str) -> bool:
@@ -141,10 +174,15 @@ async def _remote(base: str, request: web.Request) -> dict[str, Any]:
     params["scope"] = "local"
     token = request.headers.get("Authorization")
     headers = {"Authorization": token} if token else {}
-    async with app.http_client.get(f"{base}/schedules", params=params, headers=headers) as response:
+    async with app.http_client.get(
+        f"{base}/schedules", params=params, headers=headers, timeout=PEER_TIMEOUT
+    ) as response:
         response.raise_for_status()
         body = await response.json()
-    return {"schedules": list(body["schedules"]), "next": body.get("next")}
+    part = {"schedules": list(body["schedules"]), "next": body.get("next")}
+    if "partitions" in body:
+        part["partitions"] = body["partitions"]
+    return part
 
 
 @app.page("/commands")

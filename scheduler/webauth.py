@@ -18,7 +18,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
 
@@ -35,6 +35,15 @@ COOKIE = "scheduler_token"
 COOKIE_PATHS = "/ui/"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def same_origin(request: web.Request) -> bool:
+    """Whether a request is not a browser's from another site: no ``Origin`` (not a
+    browser page), or one naming this very host and port."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    return origin != "null" and urlsplit(origin).netloc == request.host
 
 
 def token_of(header: str | None) -> str | None:
@@ -62,6 +71,13 @@ def middleware(tokens: tuple[str, ...]) -> Any:
     async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path == "/" and request.method in ("GET", "HEAD"):
             raise web.HTTPFound("/ui/schedules")  # Faust's own index says only "OK"
+        if request.method not in ("GET", "HEAD", "OPTIONS") and not same_origin(request):
+            # A page of another site posting here through a visitor's browser
+            # (which sends Origin): a command in their name, tokens or not.
+            return web.json_response(
+                {"error": "cross_origin", "detail": "a request from another site's page"},
+                status=403,
+            )
         if not tokens or (request.method, request.path) in OPEN:
             return await handler(request)
         if accepted(token_of(request.headers.get("Authorization")), tokens):

@@ -14,6 +14,7 @@ import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import cached_property
+from itertools import pairwise
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
@@ -33,7 +34,7 @@ from scheduler.domain.jitter import MAX_JITTER_S
 from scheduler.domain.misfire import MisfirePolicy
 from scheduler.domain.secrets import MASK, masked_task, masked_url, sensitive
 from scheduler.domain.timezones import resolve_zone
-from scheduler.domain.triggers import TriggerSpec, local_instant, validate
+from scheduler.domain.triggers import TriggerSpec, fire_times, local_instant, validate
 
 #: Acceptance instant used when a command is validated before it has one.
 _VALIDATION_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -283,6 +284,17 @@ class Task(_Strict):
 _ScheduleInput = Annotated[str, Field(max_length=512)] | float | None
 
 
+#: Instants looked at to find a recurring schedule's shortest interval.
+_INTERVAL_SAMPLE = 100
+
+
+def _shortest_interval(spec: TriggerSpec) -> float | None:
+    """Seconds between the closest two of a recurring schedule's first instants."""
+    instants = fire_times(spec, spec.accepted_at, _INTERVAL_SAMPLE)
+    gaps = [(b - a).total_seconds() for a, b in pairwise(instants)]
+    return min(gaps) if gaps else None
+
+
 class Command(_Strict):
     action: Action = Action.UPSERT
     name: str | None = Field(default=None, max_length=512)
@@ -348,6 +360,14 @@ class Command(_Strict):
                 )
         if self.start and self.end and self.end_at() <= self.start_at():  # type: ignore[operator]
             raise ValueError(f"end: must be after start (got {self.end!r} <= {self.start!r})")
+        if self.jitter and not self.type.one_shot:
+            shortest = _shortest_interval(self.trigger(_VALIDATION_EPOCH))
+            if shortest is not None and self.jitter >= shortest:
+                raise ValueError(
+                    f"jitter: must be less than the schedule's shortest interval, "
+                    f"{shortest:g} s (got {self.jitter:g}): its instants would wait on "
+                    "each other"
+                )
         return self
 
     def start_at(self) -> datetime | None:

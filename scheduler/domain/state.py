@@ -207,6 +207,16 @@ def apply(
     sid = command.schedule_id
     if command.action is Action.UPSERT:
         upcoming = first_fire(command, accepted_at)
+        if (
+            current is not None
+            and current.timed is not None
+            and current.next_fire_at is not None
+            and current.next_fire_at <= accepted_at < current.timed
+            and command.json_bytes == current.command.json_bytes
+        ):
+            # The same schedule again while an instant waits for its jittered
+            # delivery: that instant is still to be delivered, not skipped.
+            upcoming = current.next_fire_at
         done = _last_handled(current)
         if upcoming is not None and done is not None and upcoming <= done:
             # Never go back to an instant already handled (an upsert accepted just
@@ -429,7 +439,7 @@ def revoke(record: ScheduleRecord, after: datetime) -> tuple[ScheduleRecord, tup
         fire_count=max(record.fire_count - len(revoked), 0),
         last_fired_at=kept[-1] if kept else record.before_ahead,
         last_wake=record.last_wake if record.last_wake and record.last_wake <= after else None,
-        last_batch=tuple(t for t in record.last_batch if t <= after),
+        last_batch=tuple(t for t in record.last_batch if record.delivered_at(t) <= after),
         ahead=kept,
         before_ahead=record.before_ahead if kept else None,
     )

@@ -65,31 +65,39 @@ class BrokerGuard:
         client.cluster.broker_metadata = self.broker_metadata
 
     def broker_metadata(self, node_id: Any) -> Any:
+        """The broker at the address its check pinned; None (no such broker, to
+        aiokafka) while its current address has not been checked."""
         broker = self._broker_metadata(node_id)
+        if broker is None:
+            return None
         pin = self._pins.get(node_id)
-        if broker is not None and pin is not None and pin[:2] == (broker.host, broker.port):
-            return broker._replace(host=pin[2])
-        return broker
+        if pin is None or pin[:2] != (broker.host, broker.port):
+            return None  # fail closed: the metadata moved it since the last check
+        return broker._replace(host=pin[2])
 
     async def get_conn(self, node_id: Any, **kwargs: Any) -> Any:
         conn_id = (node_id, kwargs.get("group", ConnectionGroup.DEFAULT))
         broker = self._broker_metadata(node_id)
-        if broker is not None and conn_id not in self._conns:
+        existing = self._conns.get(conn_id)
+        # Checked again for every new connection, a reconnection included:
+        # the cluster may advertise the broker somewhere else by then.
+        if broker is not None and (existing is None or not existing.connected()):
             try:
                 addresses = await resolve(broker.host, broker.port, self.policy)
-            except EgressDenied as exc:
-                if self.denied is None:
+                if not addresses:
+                    raise EgressDenied(f"{broker.host} resolves to no address")
+            except (EgressDenied, OSError) as exc:
+                # A name that cannot be resolved now is not connected to either:
+                # aiokafka would resolve it again itself, unchecked.
+                self._pins.pop(node_id, None)
+                if isinstance(exc, EgressDenied) and self.denied is None:
                     self.denied = (
                         f"broker {node_id} advertised at {broker.host}:{broker.port}: {exc}"
                     )
                     log.warning("Kafka target: %s", self.denied)
                     self._denial.set()
                 return None
-            except OSError:
-                pass  # unresolvable: aiokafka's own connect fails and says so
-            else:
-                if addresses:
-                    self._pins[node_id] = (broker.host, broker.port, addresses[0])
+            self._pins[node_id] = (broker.host, broker.port, addresses[0])
         return await self._get_conn(node_id, **kwargs)
 
     async def wait_denied(self) -> str:

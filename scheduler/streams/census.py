@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 STATUSES = tuple(status.value for status in state.Status)
 #: Records read between two turns of the event loop: about a millisecond's
-#: work (2.5 µs a record, measured on 200,000 records of 1 KB).
+#: work (the measurement is in the commit that added this module).
 SLICE = 500
 #: Schedule ids start so (``scheduler.domain.ids``); Faust keeps its offset under another key.
 _PREFIX = b"sch_"

@@ -354,6 +354,9 @@ async def _bury(firing: dict[str, Any], result: Result | None, reason: str, kind
         "reason": shorten(reason),
         "dead_at": format_utc(clock.now()),
     }
+    if isinstance(body.get("task"), dict):
+        # As in every dead letter: no secret given literally in it.
+        body["task"] = secrets.masked_task(body["task"])
     key = firing.get("schedule_id")
     await _produce(dead_topic, key.encode() if isinstance(key, str) else b"", body)
     _buried[kind].inc()

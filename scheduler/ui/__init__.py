@@ -20,10 +20,12 @@ whatever SameSite does.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+import aiohttp
 from aiohttp import web as aioweb
 from faust import web
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -40,6 +42,10 @@ PAGE = 50
 SHOWN = 20
 #: The actions a schedule's page has buttons for.
 ACTIONS = ("pause", "resume", "trigger", "delete")
+#: How long a page waits for a worker's answer.
+ANSWER_TIMEOUT = aiohttp.ClientTimeout(total=10)
+#: How long the dashboard's sign-in lasts.
+COOKIE_HOURS = 12
 #: What the cluster page shows of each worker's metrics: label -> metric name.
 FIGURES = {
     "Timers pending": "scheduler_timer_pending",
@@ -80,7 +86,9 @@ async def _api(
     token = _token(request)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     url = (base or str(app.conf.canonical_url)).rstrip("/") + path
-    async with app.http_client.request(method, url, headers=headers, **kwargs) as response:
+    async with app.http_client.request(
+        method, url, headers=headers, timeout=ANSWER_TIMEOUT, **kwargs
+    ) as response:
         if text:
             if response.status >= 400:
                 raise ApiError(response.status, await response.text())
@@ -201,7 +209,7 @@ class ClusterPage(web.View):
     async def get(self, request: aioweb.Request) -> aioweb.Response:
         own = str(app.conf.canonical_url).rstrip("/")
         urls = sorted({own, *(str(url).rstrip("/") for url in app.router.tables_metadata())})
-        workers = [await _worker(request, url) for url in urls]
+        workers = await asyncio.gather(*(_worker(request, url) for url in urls))
         owned = {p for worker in workers for p in worker["partitions"]}
         return _page(
             "cluster.html",
@@ -216,7 +224,7 @@ class ClusterPage(web.View):
 async def _worker(request: aioweb.Request, url: str) -> dict[str, Any]:
     try:
         health = await _api(request, "GET", "/health", base=url)
-    except (ApiError, OSError) as exc:
+    except (ApiError, OSError, TimeoutError, aiohttp.ClientError) as exc:
         return {"url": url, "ready": False, "state": f"unreachable: {exc}", "partitions": [],
                 "figures": {}}  # fmt: skip
     figures: dict[str, str] = {}
@@ -227,7 +235,7 @@ async def _worker(request: aioweb.Request, url: str) -> dict[str, Any]:
             for sample in family.samples:
                 sums[sample.name] = sums.get(sample.name, 0.0) + sample.value
         figures = {label: f"{sums[name]:g}" for label, name in FIGURES.items() if name in sums}
-    except (ApiError, OSError, ValueError):
+    except (ApiError, OSError, ValueError, TimeoutError, aiohttp.ClientError):
         pass  # the figures are extras; the worker row stands without them
     if health.get("rebalancing"):
         state = "rebalancing"
@@ -259,8 +267,17 @@ class LoginPage(web.View):
         if not accepted(token, settings.web_token_list()):
             return _page("login.html", status=401, next=form.get("next"), notice="wrong token")
         response = _see(_local_path(str(form.get("next") or "")))
+        # Secure whenever the visitor came over HTTPS, a proxy's TLS included; for
+        # a working day, not for ever.
+        https = request.secure or request.headers.get("X-Forwarded-Proto") == "https"
         response.set_cookie(
-            COOKIE, token, httponly=True, samesite="Strict", path="/", secure=request.secure
+            COOKIE,
+            token,
+            httponly=True,
+            samesite="Strict",
+            path="/ui/",
+            secure=https,
+            max_age=COOKIE_HOURS * 3600,
         )
         return response
 
@@ -273,7 +290,8 @@ def _local_path(path: str | None) -> str:
 
 
 def _same_origin(request: aioweb.Request) -> bool:
-    """Whether a form came from this site: its Origin (or Referer) names this host."""
+    """Whether a form came from this site: its Origin, or failing that its Referer,
+    names this host (``webauth`` already refused a foreign Origin)."""
     origin = request.headers.get("Origin") or request.headers.get("Referer")
     if not origin or origin == "null":
         return origin is None  # no header: not a browser form post from elsewhere

@@ -58,6 +58,21 @@ async def test_denied_targets_are_refused_at_the_edge_or_dead_lettered(
         body = response.json()
         assert body["error"] == "egress_denied" and "task.connection.host" in json.dumps(body)
 
+    # No tokens here: still, a page of another site cannot post a command through
+    # a visitor's browser (which names that site in Origin).
+    forged = httpx.post(
+        f"{worker.url}/commands",
+        content=json.dumps(now("forged", "rest", {"host": "http://10.0.0.1/x"})),
+        headers={"Origin": "http://elsewhere.example"},
+    )
+    assert forged.status_code == 403 and forged.json()["error"] == "cross_origin"
+    same = httpx.post(
+        f"{worker.url}/commands",
+        content=json.dumps(now("same-site", "rest", {"host": "http://10.0.0.1/x"})),
+        headers={"Origin": worker.url},
+    )
+    assert same.status_code == 202, same.text
+
     await send_commands(worker, now("topic-literal", "rest", {"host": f"{http_target.url}/ok/t"}))
     rejected = await read_topic(
         worker.bootstrap,

@@ -8,7 +8,6 @@ same way over the matches only; ``limit`` out of range is refused by name.
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -50,20 +49,29 @@ def every_page(worker: Worker, **params: Any) -> list[str]:
     raise AssertionError("paging did not end")
 
 
-async def test_pages_visit_every_schedule_once_in_order_across_workers(
-    make_worker: Any, tmp_path: Path
-) -> None:
+async def test_pages_visit_every_schedule_once_in_order_across_workers(make_worker: Any) -> None:
     first = make_worker().start()
-    second = first.sibling(tmp_path / "second")
+    # A second worker of the same group, started (and stopped) by the fixture.
+    second = make_worker(app_id=first.app_id, prefix=first.prefix, partitions=first.partitions)
     await asyncio.to_thread(second.start)
     groups = {f"k{n:03d}": ("even" if n % 2 == 0 else "odd") for n in range(240)}
     await send_commands(first, *(schedule(key, group) for key, group in groups.items()))
 
-    def stored() -> bool:
-        body = httpx.get(f"{first.url}/schedules", params={"limit": 1000}, timeout=30).json()
-        return len(body["schedules"]) == len(groups)
+    seen: dict[str, Any] = {}
 
-    await eventually(stored, timeout=60)
+    def stored() -> bool:
+        answer = httpx.get(f"{first.url}/schedules", params={"limit": 1000}, timeout=30)
+        seen["list"] = (answer.status_code, len(answer.json().get("schedules", [])))
+        return answer.status_code == 200 and seen["list"][1] == len(groups)
+
+    try:
+        await eventually(stored, timeout=60)
+    except AssertionError:
+        for name, w in (("first", first), ("second", second)):
+            part = httpx.get(f"{w.url}/schedules", params={"scope": "local", "limit": 1000})
+            body = part.json()
+            seen[name] = (len(body.get("schedules", [])), body.get("partitions"), w.alive())
+        raise AssertionError(f"not every schedule listed: {seen}") from None
     owners = {
         len(httpx.get(f"{w.url}/schedules", params={"scope": "local"}).json()["schedules"])
         for w in (first, second)

@@ -79,6 +79,10 @@ def schedules(draw: st.DrawFn) -> tuple[Command, datetime]:
             fields["max_fires"] = draw(st.integers(1, 8))
     if draw(st.booleans()):
         fields["jitter"] = draw(st.sampled_from((0.5, 30, 3600)))
+        try:
+            return command(**fields), accepted
+        except InvalidCommand:  # not less than the schedule's shortest interval
+            del fields["jitter"]
     return command(**fields), accepted
 
 
@@ -182,3 +186,40 @@ def test_a_command_that_is_not_an_upsert_is_refused_naming_the_action() -> None:
     with pytest.raises(InvalidCommand) as raised:
         preview(command(action="pause"), datetime(2026, 12, 6, tzinfo=UTC), 3)
     assert raised.value.field == "action" and "pause" in raised.value.detail
+
+
+def test_a_jitter_not_less_than_the_shortest_interval_is_refused_by_name() -> None:
+    for schedule, kind in (("*/15 * * * *", "cron"), ("600", "delay-recur")):
+        with pytest.raises(InvalidCommand) as raised:
+            command(type=kind, schedule=schedule, jitter=900 if kind == "cron" else 600)
+        assert raised.value.field == "jitter" and "shortest interval" in raised.value.detail
+    assert command(type="cron", schedule="*/15 * * * *", jitter=899).jitter == 899
+
+
+def test_the_same_schedule_again_inside_its_jitter_window_keeps_the_waiting_instant() -> None:
+    cmd = command(type="cron", schedule="0 9 * * *", jitter=3600)
+    record = state.apply(None, cmd, datetime(2026, 12, 6, 8, tzinfo=UTC))
+    assert record is not None and record.timed is not None
+    nine = datetime(2026, 12, 6, 9, tzinfo=UTC)
+    assert record.next_fire_at == nine and record.timed > nine
+    again = state.apply(record, cmd, nine + (record.timed - nine) / 2)
+    assert again is not None and again.next_fire_at == nine  # not tomorrow
+    changed = command(type="cron", schedule="0 10 * * *", jitter=3600)
+    moved = state.apply(record, changed, nine + (record.timed - nine) / 2)
+    assert moved is not None and moved.next_fire_at == datetime(2026, 12, 6, 10, tzinfo=UTC)
+
+
+def test_a_revoked_jittered_instant_leaves_the_batch_a_replay_would_resend() -> None:
+    cmd = command(type="delay-recur", schedule="10", jitter=5)
+    accepted = datetime(2026, 12, 6, tzinfo=UTC)
+    record = state.apply(None, cmd, accepted)
+    assert record is not None and record.timed is not None
+    woken = state.wake(record, record.timed, record.timed - AHEAD, ahead=timedelta(seconds=30))
+    assert len(woken.fire) >= 2
+    first, second = woken.fire[0], woken.fire[1]
+    # A pause accepted after the second instant but before its delivery takes it back.
+    assert woken.record.delivered_at(second) > second  # this instant's offset is not zero
+    pause_at = second + (woken.record.delivered_at(second) - second) / 2
+    rolled, revoked = state.revoke(woken.record, pause_at)
+    assert second in revoked and second not in rolled.last_batch
+    assert first in rolled.last_batch or woken.record.delivered_at(first) > pause_at
