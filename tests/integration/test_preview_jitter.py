@@ -90,7 +90,7 @@ async def test_jittered_firings_arrive_after_their_instant_by_their_own_offset(
             "jittered",
             f"{http_target.url}/ok/jittered",
             type="delay-recur",
-            schedule="1",
+            schedule="2",  # a jitter must be less than the interval
             max_fires=6,
             jitter=spread,
         ),
@@ -107,7 +107,7 @@ async def test_jittered_firings_arrive_after_their_instant_by_their_own_offset(
         offsets.append(offset)
         assert call["arrived"] >= nominal + offset, (call, offset)
         assert call["arrived"] - (nominal + offset) < 0.5, (call, offset)
-    # Instants one second apart: their offsets are their ids', not one shared delay.
+    # Instants two seconds apart: their offsets are their ids', not one shared delay.
     assert len({round(o, 3) for o in offsets}) == len(offsets)
     assert max(offsets) - min(offsets) > timedelta(milliseconds=100).total_seconds()
     details = json.dumps(calls[0]["headers"])
