@@ -15,6 +15,7 @@ from graphql import build_schema
 from scheduler.domain import state
 from scheduler.domain.models import parse_command
 from scheduler.graphql_api import SCHEDULE_FIELDS, HistoryEvent, Schedule, schema
+from tests.commands import example
 
 
 def _camel(name: str) -> str:
@@ -23,29 +24,14 @@ def _camel(name: str) -> str:
 
 
 def _shown() -> dict[str, object]:
-    command = parse_command(
-        {
-            "name": "weekday-report",
-            "client": {
-                "operation": "op#1",
-                "application": "chef",
-                "group": "system",
-                "key": "12345678",
-                "type": "scheduler",
-            },
-            "type": "cron",
-            "schedule": "0 9 * * 1-5",
-            "timezone": "Asia/Seoul",
-            "jitter": 5,
-            "task": {
-                "type": "rest",
-                "connection": {
-                    "host": "http://10.0.0.1/run",
-                    "headers": {"Authorization": "Bearer literal-secret"},
-                },
-            },
-        }
-    )
+    task = {
+        "type": "rest",
+        "connection": {
+            "host": "http://10.0.0.1/run",
+            "headers": {"Authorization": "Bearer literal-secret"},
+        },
+    }
+    command = parse_command(example(schedule="0 9 * * 1-5", jitter=5, task=task))
     record = state.apply(None, command, datetime(2030, 1, 1, tzinfo=UTC))
     assert record is not None
     return state.describe(record)
