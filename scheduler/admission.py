@@ -55,6 +55,20 @@ def admit_raw(raw: bytes, rules: Rules = WORKER_RULES) -> Command:
     return command
 
 
+def admit_batch(raws: list[bytes], rules: Rules = WORKER_RULES) -> list[Command | InvalidCommand]:
+    """What :func:`admit_raw` makes of each of ``raws``: its command, or why it was refused.
+
+    The command path judges a fetched batch with this (``scheduler.streams.bulk``).
+    """
+    judged: list[Command | InvalidCommand] = []
+    for raw in raws:
+        try:
+            judged.append(admit_raw(raw, rules))
+        except InvalidCommand as exc:
+            judged.append(exc)
+    return judged
+
+
 def admit(command: Command, rules: Rules = WORKER_RULES) -> None:
     """Raise :class:`InvalidCommand` if the configuration refuses the valid ``command``."""
     egress.check_command(command, rules.policy)

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 #: The modules whose import registers the worker's agents, tasks and views.
 PARTS = (
     "scheduler.streams.accept",
+    "scheduler.streams.bulk",
     "scheduler.streams.apply",
     "scheduler.streams.timers",
     "scheduler.streams.delivery",

@@ -49,6 +49,7 @@ MODULES = (
     "batching",
     "produce_guard",
     "commit_floor",
+    "bulk_fetch",
     "broker_guard",
     "private",
 )

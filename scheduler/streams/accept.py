@@ -26,6 +26,7 @@ from scheduler.admission import admit_raw
 from scheduler.app import app, settings
 from scheduler.domain import ids
 from scheduler.domain.errors import InvalidCommand
+from scheduler.domain.models import Command
 from scheduler.domain.timefmt import format_utc
 from scheduler.outbox import Outbox
 from scheduler.streams.apply import apply
@@ -47,21 +48,40 @@ async def accept_commands(stream: Any) -> Any:
 async def _accept(event: Any, outbox: Outbox) -> None:
     raw: bytes = event.value if event.value is not None else b""
     try:
-        command = admit_raw(raw)  # the judgement POST /commands makes of each command too
+        command: Command | InvalidCommand = admit_raw(raw)
     except InvalidCommand as exc:
-        await reject(exc, event.key, raw)
+        command = exc
+    message = event.message
+    await accept(event.key, raw, message.timestamp, message.partition, command, outbox)
+
+
+async def accept(
+    key: bytes | None,
+    raw: bytes,
+    timestamp: float,
+    partition: int,
+    command: Command | InvalidCommand,
+    outbox: Outbox,
+) -> None:
+    """Apply or re-key one command read from ``partition``, or reject it.
+
+    ``command`` is what ``admit_raw`` made of ``raw`` (the judgement ``POST
+    /commands`` makes of each command too), or why it refused it;
+    ``timestamp`` is the record's Kafka timestamp, in seconds.
+    """
+    if isinstance(command, InvalidCommand):
+        await reject(command, key, raw)
         return
-    accepted_at = datetime.fromtimestamp(event.message.timestamp, tz=UTC)
+    accepted_at = datetime.fromtimestamp(timestamp, tz=UTC)
     ACCEPTED.inc()
     sid = command.schedule_id.encode()
-    partition = event.message.partition
     owner = owner_partition(sid)
-    if event.key == sid and partition == owner:
+    if key == sid and partition == owner:
         try:
             await apply(sid, command, accepted_at, raw, partition, outbox)
         except Exception as exc:  # a fault of ours: said on the rejected topic, not lost unsaid
             why = f"cannot apply the command: {type(exc).__name__}: {str(exc)[:200]}"
-            await reject(InvalidCommand("unreadable", why), event.key, raw)
+            await reject(InvalidCommand("unreadable", why), key, raw)
         return
     envelope = {
         "kind": "command",

@@ -85,19 +85,25 @@ ALL = (schedules, due_index, history)
 partition_db = private.partition_db
 
 
-#: Writes not yet in RocksDB, per (table, partition): key to value, None to delete.
-_staged: dict[tuple[Any, int], dict[bytes, bytes | None]] = {}
+#: Writes not yet in RocksDB, per (table's id, partition): key to value, None to delete.
+#: Keyed by ``id``: a Faust table's hash is a Python method, and these are
+#: looked up several times a command.
+_staged: dict[tuple[int, int], dict[bytes, bytes | None]] = {}
+#: Every table ever staged, by id: for :func:`flush`, and kept alive so
+#: that its id is never another's.
+_by_id: dict[int, Any] = {}
 
 
 def _stage(table: Any, partition: int) -> dict[bytes, bytes | None]:
-    found = _staged.get((table, partition))
+    found = _staged.get((id(table), partition))
     if found is None:
-        found = _staged[(table, partition)] = {}
+        _by_id[id(table)] = table
+        found = _staged[(id(table), partition)] = {}
     return found
 
 
 #: Values read ahead for a batch (:func:`prefetch`), dropped at the next :func:`flush`.
-_prefetched: dict[tuple[Any, int], dict[bytes, bytes | None]] = {}
+_prefetched: dict[tuple[int, int], dict[bytes, bytes | None]] = {}
 
 
 def prefetch(table: Any, partition: int, keys: list[bytes]) -> None:
@@ -116,7 +122,7 @@ def prefetch(table: Any, partition: int, keys: list[bytes]) -> None:
     if not keys:
         return
     values = partition_db(table, partition).get(keys)
-    _prefetched.setdefault((table, partition), {}).update(zip(keys, values, strict=True))
+    _prefetched.setdefault((id(table), partition), {}).update(zip(keys, values, strict=True))
 
 
 def forget_prefetched() -> None:
@@ -125,10 +131,11 @@ def forget_prefetched() -> None:
 
 
 def read(table: Any, partition: int, key: bytes) -> bytes | None:
-    staged = _staged.get((table, partition))
+    ident = id(table)
+    staged = _staged.get((ident, partition))
     if staged is not None and key in staged:
         return staged[key]
-    fetched = _prefetched.get((table, partition))
+    fetched = _prefetched.get((ident, partition))
     if fetched is not None and key in fetched:
         return fetched[key]
     value: bytes | None = partition_db(table, partition).get(key)
@@ -148,9 +155,10 @@ def erase(table: Any, partition: int, key: bytes, outbox: Outbox) -> None:
 def flush() -> None:
     """Write every staged write to its partition's RocksDB, one batch per DB."""
     _prefetched.clear()
-    for (table, partition), staged in _staged.items():
+    for (ident, partition), staged in _staged.items():
         if not staged:
             continue
+        table = _by_id[ident]
         batch = rocksdict.WriteBatch(raw_mode=True)
         for key, value in staged.items():
             if value is None:
@@ -162,8 +170,16 @@ def flush() -> None:
         staged.clear()
 
 
+#: Changelog topic names, by table id (the table is kept alive by ``_by_id``).
+_changelogs: dict[int, str] = {}
+
+
 def _changelog(table: Any) -> str:
-    return name_of(table.changelog_topic)
+    found = _changelogs.get(id(table))
+    if found is None:
+        _by_id[id(table)] = table
+        found = _changelogs[id(table)] = name_of(table.changelog_topic)
+    return found
 
 
 _persisters: dict[tuple[str, int], OnWritten] = {}
