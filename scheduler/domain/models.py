@@ -57,7 +57,11 @@ class ScheduleType(StrEnum):
 
     @property
     def one_shot(self) -> bool:
-        return self in (ScheduleType.DATE, ScheduleType.DELAY, ScheduleType.NOW)
+        return self in _ONE_SHOT
+
+
+#: A set, not a tuple: a member's ``==`` is Python code, its hash is ``str``'s.
+_ONE_SHOT = frozenset({ScheduleType.DATE, ScheduleType.DELAY, ScheduleType.NOW})
 
 
 class TaskType(StrEnum):
@@ -391,7 +395,7 @@ class Command(_Strict):
         if self.type is None:
             raise InvalidSchedule(f"a {self.action.value} command has no schedule")
         return TriggerSpec(
-            kind=self.type.value,
+            kind=str(self.type),  # its value (a StrEnum), without enum's slow ``.value``
             expression=self.schedule or "",
             zone=self.timezone,
             accepted_at=accepted_at,

@@ -72,9 +72,10 @@ def forget(tps: Iterable[Any]) -> None:
         _done.pop(tp, None)
 
 
-async def _getmany_diverting(self: Any, active: Any, timeout: float) -> Any:
+async def _getmany_diverting(self: Any, active_partitions: Any, timeout: float) -> Any:
     generation = self.app.consumer_generation_id
-    records: Any = await _getmany(self, active, timeout)
+    active = active_partitions
+    records: Any = await _getmany(self, active_partitions=active, timeout=timeout)
     if records and _sinks:
         for tp in [tp for tp in records if tp.topic in _sinks]:
             taken = records.pop(tp)

@@ -107,7 +107,7 @@ async def apply(
         # Its own id: a trigger is not one of the schedule's nominal instants.
         firing_id = ids.trigger_firing_id(updated.schedule_id, accepted_at)
         await firing.emit(updated, accepted_at, firing_id, partition, outbox)
-    log.debug("applied %s to %s", command.action.value, command.schedule_id)
+    log.debug("applied %s to %s", command.action, command.schedule_id)
 
 
 _EVENT_OF_ACTION = {

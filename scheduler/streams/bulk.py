@@ -32,7 +32,7 @@ import time
 from collections import deque
 from typing import Any
 
-from scheduler import tables
+from scheduler import metrics, tables
 from scheduler.admission import admit_batch
 from scheduler.app import app
 from scheduler.patches import bulk_fetch, produce_guard
@@ -64,6 +64,8 @@ class Backlog:
     def __init__(self) -> None:
         self.parts: deque[tuple[Any, list[Any], int]] = deque()
         self.count = 0
+        #: The most records it held at once since the worker started.
+        self.peak = 0
         self.ready = asyncio.Event()
         self.paused: set[Any] = set()
 
@@ -73,6 +75,7 @@ class Backlog:
             return
         self.parts.append((tp, records, generation))
         self.count += len(records)
+        self.peak = max(self.peak, self.count)
         self.ready.set()
         if self.count >= BACKLOG_MAX and tp not in self.paused:
             self.paused.add(tp)
@@ -112,6 +115,16 @@ class Backlog:
 
 
 backlog = Backlog()
+metrics.gauge(
+    "scheduler_command_backlog",
+    lambda: backlog.count,
+    "records of schedule-commands fetched and waiting for the command path",
+)
+metrics.gauge(
+    "scheduler_command_backlog_peak",
+    lambda: backlog.peak,
+    "the most records of schedule-commands that waited at once since the worker started",
+)
 #: Held while a batch is handled; a revocation waits for it.
 _handling = asyncio.Lock()
 
