@@ -120,7 +120,7 @@ class ScheduleRecord:
         A test holds it equal to ``compact_json(_state_json())``.
         """
         return (
-            f'{{"schedule_id":"{self.schedule_id}","status":"{str(self.status)}",'
+            f'{{"schedule_id":"{self.schedule_id}","status":"{self.status!s}",'
             f'"accepted_at":"{format_utc(self.accepted_at, micros=True)}",'
             f'"created_at":"{format_utc(self.created_at, micros=True)}",'
             f'"updated_at":"{format_utc(self.updated_at, micros=True)}",'

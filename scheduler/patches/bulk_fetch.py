@@ -11,11 +11,12 @@ machine that machinery alone costs a record about 21 µs of CPU
 Ours: a topic given to :func:`divert` skips all of it. The records of its
 partitions that a fetch call brings are taken out of the call's result
 before Faust sees them, and handed, as aiokafka's list for the partition,
-to the topic's sink, together with the consumer generation they were
-fetched in. Only what Faust would have handed on is handed over: while the
-flow is active, the partition active, and the generation unchanged since
-the call began; the rest is dropped, as upstream drops it, and read again
-from the committed offset after the rebalance that caused it.
+to the topic's sink, together with the consumer generation current when
+the fetch returned (as Faust stamps its own messages). Only what Faust
+would have handed on is handed over: while the flow is active and for a
+partition it asked for; the rest is dropped, as upstream drops it, and
+read again from the committed offset after the rebalance that stopped the
+flow.
 
 The sink's owner processes the records in offset order and then calls
 :func:`done` with the next offset to read; a commit takes that offset for
@@ -73,18 +74,17 @@ def forget(tps: Iterable[Any]) -> None:
 
 
 async def _getmany_diverting(self: Any, active_partitions: Any, timeout: float) -> Any:
-    generation = self.app.consumer_generation_id
     active = active_partitions
     records: Any = await _getmany(self, active_partitions=active, timeout=timeout)
     if records and _sinks:
+        # The generation the records belong to is the one current when the
+        # fetch returns, as for Faust's own (``Consumer.getmany``): a fetch that
+        # waited through a rebalance brings records from the new positions.
+        generation = self.app.consumer_generation_id
+        hand_on = self.flow_active and not self.should_stop
         for tp in [tp for tp in records if tp.topic in _sinks]:
             taken = records.pop(tp)
-            if (
-                self.flow_active
-                and not self.should_stop
-                and self.app.consumer_generation_id == generation
-                and (active is None or tp in active)
-            ):
+            if hand_on and (active is None or tp in active):
                 _sinks[tp.topic](tp, taken, generation)
     return records
 
@@ -106,5 +106,5 @@ def install() -> None:
     global _filter_committable_offsets
     # After ``commit_floor``, whose rule stays in force for every other partition.
     _filter_committable_offsets = Consumer._filter_committable_offsets
-    ThreadDelegateConsumer._getmany = _getmany_diverting  # type: ignore[method-assign,assignment]
+    ThreadDelegateConsumer._getmany = _getmany_diverting  # type: ignore[method-assign]
     Consumer._filter_committable_offsets = _filter_committable_with_watermarks  # type: ignore[method-assign]

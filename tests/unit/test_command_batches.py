@@ -1,0 +1,208 @@
+"""The command path's parts that need no broker: the batch judgement, the backlog, the diversion.
+
+``admit_batch`` must decide every command of a batch exactly as
+``admit_raw`` (the edge's judgement) decides it alone: the property test
+feeds both the generated commands of ``test_admission``, valid and broken,
+and things that are no command at all. The backlog and the diversion are
+driven with a stand-in consumer; what they do with a real broker is in
+``tests/integration/test_command_batches.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from aiokafka import TopicPartition
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scheduler.admission import admit_batch, admit_raw
+from scheduler.domain.errors import InvalidCommand
+from scheduler.domain.models import Command
+from scheduler.patches import bulk_fetch
+from scheduler.streams import bulk
+from tests.unit.test_admission import RULES, VALID, decision, items, mangled
+
+
+def batch_decision(judged: Command | InvalidCommand) -> tuple[str, Any]:
+    """What ``admit_batch`` said of one command, in ``decision``'s terms."""
+    if isinstance(judged, InvalidCommand):
+        return ("refused", (judged.error, judged.field, judged.detail))
+    return ("accepted", judged.json_bytes)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(items, items, mangled(), st.binary(max_size=40)), max_size=12))
+def test_a_batch_is_judged_command_by_command_as_the_edge_judges_each(raws: list[bytes]) -> None:
+    judged = admit_batch(raws, RULES)
+    assert len(judged) == len(raws)
+    assert [batch_decision(one) for one in judged] == [decision(admit_raw, raw) for raw in raws]
+
+
+def test_a_batch_with_a_refused_command_keeps_the_others() -> None:
+    good = json.dumps(VALID).encode()
+    judged = admit_batch([good, b"{", good, b"[]"], RULES)
+    assert [type(one).__name__ for one in judged] == [
+        "Command",
+        "InvalidCommand",
+        "Command",
+        "InvalidCommand",
+    ]
+    assert judged[1].error == "bad_json"  # type: ignore[union-attr]
+
+
+# --- the backlog ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def paused(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
+    calls: dict[str, list[Any]] = {"pause": [], "resume": []}
+    monkeypatch.setattr(bulk, "pause_fetching", lambda consumer, tp: calls["pause"].append(tp))
+    monkeypatch.setattr(bulk, "resume_fetching", lambda consumer, tp: calls["resume"].append(tp))
+    return calls
+
+
+def records(partition: int, first: int, count: int) -> list[Any]:
+    return [SimpleNamespace(offset=offset) for offset in range(first, first + count)]
+
+
+def test_the_backlog_hands_records_over_in_fetch_order_and_splits_a_list(
+    paused: dict[str, list[Any]],
+) -> None:
+    backlog = bulk.Backlog()
+    a, b = TopicPartition("c", 0), TopicPartition("c", 1)
+    backlog.add(a, records(0, 0, 3), 7)
+    backlog.add(b, records(1, 10, 4), 7)
+    backlog.add(a, [], 7)  # an empty fetch adds nothing
+    first = backlog.take(5)
+    assert [(tp, [r.offset for r in got], gen) for tp, got, gen in first] == [
+        (a, [0, 1, 2], 7),
+        (b, [10, 11], 7),
+    ]
+    assert backlog.count == 2 and backlog.ready.is_set()
+    rest = backlog.take(5)
+    assert [(tp, [r.offset for r in got]) for tp, got, _ in rest] == [(b, [12, 13])]
+    assert backlog.count == 0 and not backlog.ready.is_set()
+    assert backlog.peak == 7
+    assert paused == {"pause": [], "resume": []}
+
+
+def test_the_backlog_pauses_what_brings_more_past_its_bound_and_resumes_when_drained(
+    paused: dict[str, list[Any]],
+) -> None:
+    backlog = bulk.Backlog()
+    tps = [TopicPartition("c", partition) for partition in range(4)]
+    per_fetch = 500
+    offsets = dict.fromkeys(tps, 0)
+    # Fetch after fetch, as the consumer's loop would, never taking anything.
+    while len(paused["pause"]) < len(tps):
+        for tp in tps:
+            if tp in backlog.paused:
+                continue  # the client no longer fetches it
+            backlog.add(tp, records(tp.partition, offsets[tp], per_fetch), 1)
+            offsets[tp] += per_fetch
+    assert set(paused["pause"]) == set(tps) and len(paused["pause"]) == len(tps)
+    # Held at most the bound plus one fetch per partition.
+    assert bulk.BACKLOG_MAX <= backlog.peak <= bulk.BACKLOG_MAX + len(tps) * per_fetch
+    while backlog.count > bulk.BACKLOG_RESUME:
+        backlog.take(bulk.BATCH_MAX)
+        if backlog.count > bulk.BACKLOG_RESUME:
+            backlog.resume_if_low()
+            assert paused["resume"] == []
+    backlog.resume_if_low()
+    assert set(paused["resume"]) == set(tps) and not backlog.paused
+
+
+def test_dropping_the_backlog_forgets_everything(paused: dict[str, list[Any]]) -> None:
+    backlog = bulk.Backlog()
+    backlog.add(TopicPartition("c", 0), records(0, 0, 10), 1)
+    backlog.drop()
+    assert backlog.count == 0 and not backlog.parts and not backlog.ready.is_set()
+    assert backlog.take(10) == []
+
+
+# --- the diversion and the watermark -----------------------------------------------------------
+
+
+class _Consumer:
+    """What the diversion reads of Faust's consumer."""
+
+    def __init__(self, fetched: dict[Any, list[Any]], *, rebalance: bool = False) -> None:
+        self.app = SimpleNamespace(consumer_generation_id=3)
+        self.flow_active = True
+        self.should_stop = False
+        self.fetched = fetched
+        self.rebalance = rebalance
+        self._acked: dict[Any, list[int]] = {}
+        self._committed_offset: dict[Any, int | None] = {}
+
+    def _should_commit(self, tp: Any, offset: int) -> bool:
+        committed = self._committed_offset.get(tp)
+        return committed is None or offset > committed
+
+
+async def _fetch(self: _Consumer, active_partitions: Any, timeout: float) -> Any:
+    if self.rebalance:
+        self.app.consumer_generation_id += 1
+    return dict(self.fetched)
+
+
+@pytest.fixture
+def sink(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, list[Any], int]]:
+    got: list[tuple[Any, list[Any], int]] = []
+    monkeypatch.setattr(bulk_fetch, "_getmany", _fetch)
+    monkeypatch.setattr(bulk_fetch, "_sinks", {"cmds": lambda tp, r, gen: got.append((tp, r, gen))})
+    return got
+
+
+CMD, OTHER = TopicPartition("cmds", 0), TopicPartition("firings", 0)
+
+
+async def test_a_diverted_topics_records_go_to_its_sink_and_no_further(sink: list[Any]) -> None:
+    consumer = _Consumer({CMD: records(0, 5, 3), OTHER: records(0, 0, 2)})
+    left = await bulk_fetch._getmany_diverting(consumer, active_partitions={CMD, OTHER}, timeout=1)
+    assert list(left) == [OTHER]
+    assert [(tp, [r.offset for r in got], gen) for tp, got, gen in sink] == [(CMD, [5, 6, 7], 3)]
+
+
+async def test_a_fetch_that_waited_through_a_rebalance_belongs_to_the_new_generation(
+    sink: list[Any],
+) -> None:
+    consumer = _Consumer({CMD: records(0, 5, 3)}, rebalance=True)
+    await bulk_fetch._getmany_diverting(consumer, active_partitions={CMD}, timeout=1)
+    assert [gen for _, _, gen in sink] == [4]  # as Faust stamps its own messages
+
+
+@pytest.mark.parametrize("why", ["flow stopped", "not active", "stopping"])
+async def test_records_faust_would_not_hand_on_are_dropped(sink: list[Any], why: str) -> None:
+    consumer = _Consumer({CMD: records(0, 5, 3)})
+    consumer.flow_active = why != "flow stopped"
+    consumer.should_stop = why == "stopping"
+    active = {OTHER} if why == "not active" else {CMD}
+    left = await bulk_fetch._getmany_diverting(consumer, active_partitions=active, timeout=1)
+    assert left == {} and sink == []
+
+
+def test_a_partition_is_committed_to_its_watermark_and_never_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Faust's own rule (with commit_floor's) finds nothing acknowledged here.
+    monkeypatch.setattr(bulk_fetch, "_filter_committable_offsets", lambda consumer, tps: {})
+    consumer = _Consumer({})
+    tp = TopicPartition("cmds-watermark", 0)
+    try:
+        assert tp not in bulk_fetch._filter_committable_with_watermarks(consumer, [tp])
+        bulk_fetch.done(consumer, tp, 120)
+        assert tp in consumer._acked  # so that a commit looks at it
+        bulk_fetch.done(consumer, tp, 80)  # an older batch read again after a rebalance
+        assert bulk_fetch._filter_committable_with_watermarks(consumer, [tp])[tp] == 120
+        consumer._committed_offset[tp] = 120
+        assert tp not in bulk_fetch._filter_committable_with_watermarks(consumer, [tp])
+        bulk_fetch.forget([tp])
+        bulk_fetch.done(consumer, tp, 100)  # the partition came back, read from its commit
+        assert tp not in bulk_fetch._filter_committable_with_watermarks(consumer, [tp])
+    finally:
+        bulk_fetch.forget([tp])
