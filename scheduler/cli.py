@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
+import subprocess
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -85,12 +87,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    """Broker and one worker in the foreground: the local default."""
+    """Broker and ``--workers`` workers in the foreground: the local default."""
     from scheduler import patches, worker
 
     local_broker = _local_broker()
     patches.check_versions()  # before a broker is started for a worker that would refuse
     settings = _settings(args)
+    count = args.workers if args.workers is not None else dev_workers()
+    if count < 1:
+        raise BrokerError(f"--workers: at least one worker (got {count})")
     broker = local_broker(
         port=_broker_port(settings),
         data_dir=settings.data_dir / "kafka",
@@ -98,12 +103,57 @@ def cmd_dev(args: argparse.Namespace) -> int:
     )
     print(f"starting Kafka on {broker.bootstrap} (first run fetches its jars) ...", flush=True)
     broker.start()
-    print(f"Kafka ready; web view on {settings.web_url}", flush=True)
+    others = [_dev_sibling(settings, index) for index in range(1, count)]
+    ports = ", ".join(str(settings.web_port + index) for index in range(1, count))
+    print(
+        f"Kafka ready; {count} worker{'s' if count > 1 else ''}; web view on {settings.web_url}"
+        + (f" (the others on ports {ports})" if others else ""),
+        flush=True,
+    )
     try:
         worker.run(settings)
     finally:
+        for other in others:
+            other.terminate()
+        for other in others:
+            try:
+                other.wait(30)
+            except subprocess.TimeoutExpired:
+                other.kill()
         broker.stop()
     return 0
+
+
+def dev_workers(cores: int | None = None) -> int:
+    """How many workers ``scheduler dev`` runs: one per core, up to ``DEV_WORKERS_MAX``.
+
+    A worker is one Python process and uses one core at most, so a machine
+    with more cores stores and fires more with more of them (measured in
+    bench/, see bench/RESULTS.md); the local broker shares the same cores.
+    """
+    return max(1, min(cores or os.cpu_count() or 1, DEV_WORKERS_MAX))
+
+
+#: Beyond this many, ``scheduler dev``'s workers only share the same partitions finer.
+DEV_WORKERS_MAX = 4
+
+
+def _dev_sibling(settings: Settings, index: int) -> subprocess.Popen[bytes]:
+    """Worker ``index`` of ``scheduler dev`` (the first runs in this process)."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "SCHEDULER_BROKER": settings.broker,
+            "SCHEDULER_APP_ID": settings.app_id,
+            "SCHEDULER_PARTITIONS": str(settings.partitions),
+            "SCHEDULER_WEB_HOST": settings.web_host,
+            "SCHEDULER_WEB_PORT": str(settings.web_port + index),
+            "SCHEDULER_DATA_DIR": str(settings.data_dir / f"worker-{index + 1}"),
+            "SCHEDULER_LOG_LEVEL": settings.log_level,
+        }
+    )
+    command = [sys.executable, "-c", "from scheduler.cli import main; main()", "worker"]
+    return subprocess.Popen(command, env=env)
 
 
 def _local_broker() -> Any:
@@ -459,8 +509,13 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--app-id", help="consumer group (env SCHEDULER_APP_ID)")
         p.add_argument("--log-level", help="info, debug, warning (env SCHEDULER_LOG_LEVEL)")
 
-    p = add("dev", cmd_dev, "run a local Kafka broker and one worker in the foreground")
+    p = add("dev", cmd_dev, "run a local Kafka broker and its workers in the foreground")
     service_flags(p)
+    p.add_argument(
+        "--workers",
+        type=int,
+        help=f"workers to run (default: one per core, at most {DEV_WORKERS_MAX})",
+    )
     p = add("worker", cmd_worker, "run a worker (command agent, timers, executors, web view)")
     service_flags(p)
     p = add("broker", cmd_broker, "run a local single-node Kafka (KRaft) in the foreground")

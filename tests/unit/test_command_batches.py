@@ -206,3 +206,14 @@ def test_a_partition_is_committed_to_its_watermark_and_never_back(
         assert tp not in bulk_fetch._filter_committable_with_watermarks(consumer, [tp])
     finally:
         bulk_fetch.forget([tp])
+
+
+# --- how many workers `scheduler dev` runs -------------------------------------------------------
+
+
+@pytest.mark.parametrize(("cores", "workers"), [(1, 1), (2, 2), (3, 3), (16, 4)])
+def test_dev_runs_one_worker_per_core_up_to_its_cap(cores: int, workers: int) -> None:
+    from scheduler.cli import DEV_WORKERS_MAX, dev_workers
+
+    assert DEV_WORKERS_MAX == 4
+    assert dev_workers(cores) == workers
