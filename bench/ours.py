@@ -656,7 +656,27 @@ async def registration(ctx: Context) -> dict[str, dict[str, Any]]:
         out["registration"]["pieces_us"] = await _pieces(ctx)
     except Exception as exc:
         out["registration"]["pieces_error"] = f"{type(exc).__name__}: {exc}"
+    out["registration-scaled"] = await _registration_scaled(ctx, n)
     return out
+
+
+async def _registration_scaled(ctx: Context, n: int) -> dict[str, Any]:
+    """The same backlog into ``SCALED`` workers of a new app: what one machine stores."""
+    workers = new_apps(ctx, "registration-scaled", SCALED)
+    try:
+        await ensure_topics(ctx, workers.members[0])
+        produced_s = await produce(
+            ctx.bootstrap,
+            workers.prefix + "schedule-commands",
+            _far_future_commands(n, "reg-scaled"),
+        )
+        found = await _drain(ctx, workers, n, profile=False)
+        found["produce_rate"] = round(n / produced_s)
+        return found
+    except Exception as exc:
+        return {"error": f"{type(exc).__name__}: {exc}", "n": n}
+    finally:
+        workers.stop()
 
 
 def _far_future_commands(n: int, run: str = "reg") -> Iterable[dict[str, Any]]:
@@ -740,9 +760,16 @@ async def _floor(ctx: Context, n: int) -> dict[str, Any]:
         procs.kill(proc)
 
 
-async def _drain(ctx: Context, worker: Worker, n: int) -> dict[str, Any]:
-    """Start the worker on a backlog of ``n`` commands; applied per second while it drains."""
-    worker.spawn()
+async def _drain(
+    ctx: Context, worker: Worker | Workers, n: int, *, profile: bool = True
+) -> dict[str, Any]:
+    """Start the worker(s) on a backlog of ``n`` commands; applied per second while they drain.
+
+    Several workers are measured together: their applied commands and CPU added up.
+    """
+    members = worker.members if isinstance(worker, Workers) else [worker]
+    for member in members:
+        member.spawn()
     spawned = time.time()
     samples: list[tuple[float, int]] = []
     cpu_first: tuple[int, float] | None = None
@@ -750,18 +777,19 @@ async def _drain(ctx: Context, worker: Worker, n: int) -> dict[str, Any]:
     deadline = time.monotonic() + max(300.0, n / 1000)
     try:
         while time.monotonic() < deadline:
-            if worker.proc.poll() is not None:
-                raise RuntimeError(f"worker exited: {worker.tail()}")
+            for member in members:
+                if member.proc.poll() is not None:
+                    raise RuntimeError(f"worker exited: {member.tail()}")
             try:
                 applied = await worker.applied()
             except (aiohttp.ClientError, TimeoutError):
                 await asyncio.sleep(0.2)
                 continue
             samples.append((time.time(), applied))
-            cpu_now = (applied, procs.cpu_seconds(worker.pid))
+            cpu_now = (applied, sum(procs.cpu_seconds(member.pid) for member in members))
             if applied > 0 and cpu_first is None:
                 cpu_first = cpu_now
-            if applied > 0 and profiler is None:
+            if applied > 0 and profiler is None and profile:
                 profiler = ctx.profile_start("registration", worker.pid)
             if applied >= n:
                 break
@@ -773,7 +801,9 @@ async def _drain(ctx: Context, worker: Worker, n: int) -> dict[str, Any]:
             )
     started = [s for s in samples if s[1] > 0]
     if not started:
-        raise RuntimeError(f"no command applied in {time.time() - spawned:.0f} s: {worker.tail()}")
+        raise RuntimeError(
+            f"no command applied in {time.time() - spawned:.0f} s: {members[0].tail()}"
+        )
     (t0, a0), (t1, a1) = started[0], samples[-1]
     rate = (a1 - a0) / (t1 - t0) if t1 > t0 else float("nan")
     result = {

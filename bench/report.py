@@ -21,6 +21,7 @@ NAMES = {
     f"{scaled(SCALED)}-kafka": f"kafka-scheduler, {SCALED} workers → Kafka",
     f"{scaled(SCALED)}-http": f"kafka-scheduler, {SCALED} workers → HTTP",
     "ours": "kafka-scheduler",
+    scaled(SCALED): f"kafka-scheduler, {SCALED} workers",
     "ours-data": "kafka-scheduler, same data dir",
     "ours-empty": "kafka-scheduler, empty data dir",
     "apscheduler-memory": "APScheduler 3, memory store",
@@ -35,6 +36,7 @@ COLORS = {
     f"{scaled(SCALED)}-kafka": "#08519c",
     f"{scaled(SCALED)}-http": "#9ecae1",
     "ours": "#1f77b4",
+    scaled(SCALED): "#08519c",
     "ours-data": "#1f77b4",
     "ours-empty": "#6baed6",
     "apscheduler-memory": "#ff7f0e",
@@ -50,6 +52,7 @@ SHORT = {
     f"{scaled(SCALED)}-kafka": f"ours, {SCALED} w.\n→ Kafka",
     f"{scaled(SCALED)}-http": f"ours, {SCALED} w.\n→ HTTP",
     "ours": "ours",
+    scaled(SCALED): f"ours, {SCALED} w.",
     "apscheduler-memory": "APScheduler\nmemory",
     "apscheduler-sqlite": "APScheduler\nSQLite",
     "rq-scheduler": "rq-scheduler\n+ RQ",
@@ -910,24 +913,27 @@ def budget(ours: dict[str, Any]) -> list[str]:
     ]
     if failed:
         return [*failed, ""]
-    if not all(isinstance(v, int | float) for v in (total, floor)) or not isinstance(pieces, dict):
-        return []  # without the floor, "the rest" would hold it too
+    if not isinstance(total, int | float) or not isinstance(pieces, dict):
+        return []
     allowed = registration_goal_us()
-    rows = [("Faust's consumer (the floor above)", floor)]
-    rows += [(f"{label} (`{key}`)", pieces.get(key)) for key, label in PIECES]
+    rows = [(f"{label} (`{key}`)", pieces.get(key)) for key, label in PIECES]
     counted = sum(v for _, v in rows if isinstance(v, int | float))
     rows.append(
         (
-            "the rest: the agent's glue (coroutines, bookkeeping, the timer's offer, "
-            "metrics), sending the records, the event loop",
+            "the rest: fetching (aiokafka, in the consumer's thread), the command path's "
+            "glue (the backlog, coroutines, bookkeeping, the timer's offer, metrics), "
+            "sending the records, the event loop, the garbage collector",
             total - counted,
         )
     )
     out = [
-        "Where a command's CPU goes. The worker's CPU a command, split: Faust's consumer "
-        "(the floor), then each step of the command agent timed alone on the same commands, "
+        "Where a command's CPU goes. The worker's CPU a command, split: each step of the "
+        "command path timed alone on the same commands, "
         f"{pieces.get('batch', 0):,} at a time, in a process with nothing else to do "
-        "(`bench/pieces.py`, median of its rounds); the rest is the difference. At the goal "
+        "(`bench/pieces.py`, median of its rounds); the rest is the difference. Faust's "
+        f"consumer (the floor above, {num(floor, ' µs')} a record) is no longer on this "
+        "path: the records of `schedule-commands` go to the command backlog a fetch at a "
+        "time (`scheduler/streams/bulk.py`). At the goal "
         f"one core may spend {num(allowed, ' µs')} a command.",
         "",
         "| | µs of CPU a command |",
@@ -973,20 +979,19 @@ def limits(results: dict[str, Any], sizes: Sizes) -> list[str]:
             seen.append(
                 f"Faust's consumer alone, taking the same commands and doing nothing with "
                 f"them (`bench/floor.py`), drains {num(floor, '/s')} at "
-                f"{num(ours.get('floor_cpu_us'), ' µs')} of CPU a record, {where}; the worker "
-                f"spends {num(ours.get('cpu_us_per_command'), ' µs')} a command"
+                f"{num(ours.get('floor_cpu_us'), ' µs')} of CPU a record, {where}; the "
+                f"command path no longer goes through it (`scheduler/streams/bulk.py`). The "
+                f"worker spends {num(ours.get('cpu_us_per_command'), ' µs')} a command"
             )
             pieces = ours.get("pieces_us")
             if isinstance(pieces, dict) and isinstance(pieces.get("sum"), int | float):
                 allowed = registration_goal_us()
-                own, floor_us = pieces["sum"], ours.get("floor_cpu_us") or 0
-                both = own + floor_us
+                own = pieces["sum"]
                 seen.append(
-                    f"the command agent's own steps, each timed alone (`bench/pieces.py`), "
+                    f"the command path's own steps, each timed alone (`bench/pieces.py`), "
                     f"add up to {num(own, ' µs')} a command ({own / allowed:.1f}x the "
-                    f"{num(allowed, ' µs')} the goal allows one core), and with Faust's "
-                    f"consumer to {num(both, ' µs')} ({both / allowed:.1f}x), "
-                    f"before any of the agent's glue: see the budget under Registration"
+                    f"{num(allowed, ' µs')} the goal allows one core), before fetching, "
+                    f"sending and the path's glue: see the budget under Registration"
                 )
         for key in PROFILE_OF.get(workload, ()):
             summary = results.get("profiles", {}).get(key, {}).get("summary") or {}

@@ -41,9 +41,11 @@ from bench.config import (
     DELIVERY_ROWS,
     LONG,
     QUICK,
+    SCALED,
     WORKLOADS,
     Sizes,
     outputs,
+    scaled,
 )
 from bench.target import HttpTarget
 
@@ -278,6 +280,9 @@ class Run:
             rows["restart"]["ours-empty"] = {"error": error}
         else:
             rows["registration"]["ours"] = found.get("registration", {"error": "no result"})
+            rows["registration"][scaled(SCALED)] = found.get(
+                "registration-scaled", {"error": "not reached"}
+            )
             rows["scale"]["ours"] = found.get("scale", {"error": "not reached"})
             restart = found.get("restart", {"error": "not reached"})
             if "error" in restart:
