@@ -831,15 +831,15 @@ WHY = {
         "one per core, have the room: see their columns."
     ),
     "registration": (
-        "Each command goes through Faust's consumer (fetch and decode in its thread, then its "
-        "stream machinery on the event loop), is validated with pydantic, gets its id (SHA-256) "
-        "and partition (murmur2) checked, is looked up in RocksDB, and is stored with two "
-        "changelog records (the schedule and its due-index entry); a batch's RocksDB writes go "
-        "as one write batch per partition and its records as one Kafka batch per partition. "
-        "All of it runs on one core, in one Python process. The floor below is what Faust's "
-        "consumer alone costs a record with nothing done; of the rest, the largest shares in "
-        "the profile are pydantic's validation and our own per-command work (the record's "
-        "JSON, the lookup, the writes)."
+        "A fetch's commands go to the command path as lists, not through Faust's stream "
+        "machinery (`scheduler/streams/bulk.py`); each is then validated with pydantic, gets "
+        "its id (SHA-256) and partition (murmur2) checked, is looked up in RocksDB (one "
+        "multi-get a batch), and is stored with two changelog records (the schedule and its "
+        "due-index entry); a batch's RocksDB writes go as one write batch per partition and "
+        "its records as one Kafka batch per partition. All of it is Python on one core, in "
+        "one process per worker: the budget below shows no single step near the gap, which "
+        "is the sum of many steps of a few microseconds each. Two workers on this machine "
+        "share its two cores with the broker."
     ),
     "idle": (
         "What an idle worker still does: aiokafka's fetch routine in the consumer thread "

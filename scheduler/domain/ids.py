@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import struct
 from datetime import datetime
 
@@ -29,8 +30,18 @@ from scheduler.domain.timefmt import format_utc
 compact_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
+#: What ``compact_json`` escapes in a string: the quote, the backslash and
+#: the control characters (nothing else, with ``ensure_ascii=False``).
+_ESCAPED = re.compile(r'["\\\x00-\x1f]')
+
+
 def schedule_id(operation: str, application: str, group: str, key: str, type_: str) -> str:
-    canonical = compact_json([operation, application, group, key, type_])
+    if _ESCAPED.search(operation + application + group + key + type_) is None:
+        # The same text ``compact_json`` writes, without its encoder: most client
+        # fields hold nothing it would escape, and every command asks for its id.
+        canonical = f'["{operation}","{application}","{group}","{key}","{type_}"]'
+    else:
+        canonical = compact_json([operation, application, group, key, type_])
     return "sch_" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
 
 

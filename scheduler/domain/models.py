@@ -8,6 +8,7 @@ hour, which is worse than a rejection that names the field.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import re
@@ -265,8 +266,7 @@ class Task(_Strict):
             raise ValueError(f"connection.host: is required for a {self.type.value} task")
         if self.type is TaskType.REST:
             assert conn.host is not None
-            parts = urlsplit(conn.host)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
+            if not _is_http_url(conn.host):
                 raise ValueError(
                     "connection.host: must be an http(s) URL for a rest task "
                     f"(got {masked_url(conn.host)!r})"
@@ -288,6 +288,17 @@ class Task(_Strict):
                 f"on a {self.type.value} task)"
             )
         return self
+
+
+@functools.lru_cache(maxsize=4_096)
+def _is_http_url(host: str) -> bool:
+    """Whether a rest task's host is an http(s) URL with a host name.
+
+    Remembered: an application's commands name the same few targets, and
+    parsing the URL again was a visible share of validating a command.
+    """
+    parts = urlsplit(host)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 #: What ``schedule`` takes as written, text or a number read as its text: so the

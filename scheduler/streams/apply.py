@@ -98,7 +98,9 @@ async def apply(
                 scheduled_for=[format_utc(t, micros=True) for t in revoked],
             )
     _applied.inc()
-    await _command_history(command, current, updated)
+    shown = updated or current
+    if shown is not None and firing.keeps_history(shown):  # most keep none: no coroutine then
+        await _command_history(command, current, updated)
     if woken is not None:
         assert updated is not None
         outbox.firings_first = True

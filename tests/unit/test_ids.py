@@ -38,3 +38,23 @@ def test_murmur2_matches_kafkas_for_every_tail_length() -> None:
 def test_compact_json_is_json_dumps_with_the_same_options() -> None:
     value = {"a": ["é", 1, None, {"b": 2.5}], "c": '\u2028 "q"'}
     assert compact_json(value) == json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def test_schedule_id_is_the_hash_of_the_compact_json_array_for_any_fields() -> None:
+    """The shortcut for fields JSON does not escape writes what ``compact_json`` writes."""
+    import hashlib
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    text = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=12)
+    tricky = st.sampled_from(['"', "\\", "\x00", "\x1f", "\x7f", "\u2028", "가", "\U0001f600"])
+    field = st.one_of(text, st.tuples(text, tricky, text).map("".join))
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.tuples(field, field, field, field, field))
+    def check(fields: tuple[str, str, str, str, str]) -> None:
+        canonical = compact_json(list(fields)).encode("utf-8")
+        assert schedule_id(*fields) == "sch_" + hashlib.sha256(canonical).hexdigest()[:32]
+
+    check()
