@@ -1,8 +1,13 @@
 """Accepting commands: ``schedule-commands`` validated and routed to their partition.
 
+The command path (``scheduler.streams.bulk``) reads the topic a fetch at a
+time and calls :func:`accept` for each record; the Faust agent here stays
+subscribed, so that Faust assigns the topic's partitions with the tables',
+and would handle a record that reached it the same way.
+
 A table may only be written from an agent handling a record of the table's
 own partition, and applications may send commands with no key or with a key
-we did not choose. So the accept agent validates each record (a bad one goes
+we did not choose. So each record is validated (a bad one goes
 to ``schedule-commands-rejected`` with the reason and the original text,
 ``scheduler.streams.rejects``) and then:
 
