@@ -47,10 +47,12 @@ log = logging.getLogger(__name__)
 
 #: The most commands handled as one batch.
 BATCH_MAX = 2_000
-#: Records the backlog holds before the partition that brought more is paused.
-BACKLOG_MAX = 20_000
+#: Records the backlog holds before the partition that brought more is paused:
+#: four batches, enough to keep the path busy while the client fetches more;
+#: each record held is memory the worker keeps after a backlog has drained.
+BACKLOG_MAX = 8_000
 #: Paused partitions are resumed once the backlog is down to this.
-BACKLOG_RESUME = 5_000
+BACKLOG_RESUME = 2_000
 #: Seconds a batch works before it gives the event loop a turn (looked at every
 #: ``YIELD_EVERY`` commands): firings due meanwhile are delivered between two
 #: such stretches. A turn for every ``YIELD_EVERY`` commands, as the Faust
