@@ -87,15 +87,19 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    """Broker and ``--workers`` workers in the foreground: the local default."""
+    """Broker and one worker in the foreground (``--workers N`` for more): the local default."""
     from scheduler import patches, worker
 
     local_broker = _local_broker()
     patches.check_versions()  # before a broker is started for a worker that would refuse
     settings = _settings(args)
-    count = args.workers if args.workers is not None else dev_workers()
-    if count < 1:
-        raise BrokerError(f"--workers: at least one worker (got {count})")
+    count = args.workers
+    if count < 1 or settings.web_port + count - 1 > 65535:
+        raise InvalidCommand(
+            "bad_argument",
+            f"--workers: from 1 to {65536 - settings.web_port} on web port "
+            f"{settings.web_port} (got {count})",
+        )
     broker = local_broker(
         port=_broker_port(settings),
         data_dir=settings.data_dir / "kafka",
@@ -104,12 +108,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     print(f"starting Kafka on {broker.bootstrap} (first run fetches its jars) ...", flush=True)
     broker.start()
     others = [_dev_sibling(settings, index) for index in range(1, count)]
-    ports = ", ".join(str(settings.web_port + index) for index in range(1, count))
-    print(
-        f"Kafka ready; {count} worker{'s' if count > 1 else ''}; web view on {settings.web_url}"
-        + (f" (the others on ports {ports})" if others else ""),
-        flush=True,
-    )
+    print(f"Kafka ready; {_workers_said(settings, count)}", flush=True)
     try:
         worker.run(settings)
     finally:
@@ -124,18 +123,18 @@ def cmd_dev(args: argparse.Namespace) -> int:
     return 0
 
 
-def dev_workers(cores: int | None = None) -> int:
-    """How many workers ``scheduler dev`` runs: one per core, up to ``DEV_WORKERS_MAX``.
-
-    A worker is one Python process and uses one core at most, so a machine
-    with more cores stores and fires more with more of them (measured in
-    bench/, see bench/RESULTS.md); the local broker shares the same cores.
-    """
-    return max(1, min(cores or os.cpu_count() or 1, DEV_WORKERS_MAX))
-
-
-#: Beyond this many, ``scheduler dev``'s workers only share the same partitions finer.
-DEV_WORKERS_MAX = 4
+def _workers_said(settings: Settings, count: int) -> str:
+    """What ``scheduler dev`` says of its workers, and when more of them pay."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if count == 1:
+        said = f"1 worker; web view on {settings.web_url}"
+    else:
+        ports = ", ".join(str(settings.web_port + index) for index in range(1, count))
+        said = f"{count} workers; web view on {settings.web_url} (the others on {ports})"
+    if cores and cores > count:
+        # A worker is one Python process and uses one core at most.
+        said += f". This machine has {cores} cores: --workers {cores} runs one on each"
+    return said
 
 
 def _dev_sibling(settings: Settings, index: int) -> subprocess.Popen[bytes]:
@@ -509,12 +508,15 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--app-id", help="consumer group (env SCHEDULER_APP_ID)")
         p.add_argument("--log-level", help="info, debug, warning (env SCHEDULER_LOG_LEVEL)")
 
-    p = add("dev", cmd_dev, "run a local Kafka broker and its workers in the foreground")
+    p = add(
+        "dev", cmd_dev, "run a local Kafka broker and a worker (or --workers N) in the foreground"
+    )
     service_flags(p)
     p.add_argument(
         "--workers",
         type=int,
-        help=f"workers to run (default: one per core, at most {DEV_WORKERS_MAX})",
+        default=1,
+        help="workers to run, one per core at most pays (default 1)",
     )
     p = add("worker", cmd_worker, "run a worker (command agent, timers, executors, web view)")
     service_flags(p)

@@ -105,17 +105,10 @@ class Client(_Strict):
     key: Text
     type: Text
 
-    @property
+    @cached_property
     def schedule_id(self) -> str:
-        # Kept where ``cached_property`` would keep it, without its lock (taken
-        # at every read on Python 3.11): a command's id is asked for several
-        # times on its way in.
-        found: str | None = self.__dict__.get("schedule_id")
-        if found is None:
-            found = self.__dict__["schedule_id"] = ids.schedule_id(
-                self.operation, self.application, self.group, self.key, self.type
-            )
-        return found
+        # Cached: a command's id is asked for several times on its way in.
+        return ids.schedule_id(self.operation, self.application, self.group, self.key, self.type)
 
 
 #: An HTTP header name: an RFC 9110 token.
@@ -416,15 +409,10 @@ class Command(_Strict):
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
 
-    @property
+    @cached_property
     def json_bytes(self) -> bytes:
         """``to_json()`` as compact UTF-8 JSON, built once per command (pydantic's encoder)."""
-        found: bytes | None = self.__dict__.get("json_bytes")  # as Client.schedule_id
-        if found is None:
-            found = self.__dict__["json_bytes"] = self.__pydantic_serializer__.to_json(
-                self, exclude_none=True
-            )
-        return found
+        return self.__pydantic_serializer__.to_json(self, exclude_none=True)
 
     @classmethod
     def from_json_bytes(cls, encoded: bytes) -> Command:
@@ -437,7 +425,7 @@ class Command(_Strict):
         in order) are skipped: a stored command passed them when accepted.
         """
         command = cls.model_validate_json(encoded, context=_STORED)
-        command.__dict__["json_bytes"] = encoded  # where ``json_bytes`` keeps it
+        command.__dict__["json_bytes"] = encoded  # what the cached_property would store
         return command
 
     @cached_property

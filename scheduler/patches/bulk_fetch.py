@@ -4,9 +4,9 @@ Upstream: every record a fetch call brings becomes a Faust message, is
 passed through the conductor to each channel of its topic, is decoded into
 an event and queued, and is taken off the queue by the stream's iterator,
 one turn of the event loop each; each is then acknowledged on its own, and
-a commit works out the consecutive run of acknowledged offsets. On this
-machine that machinery alone costs a record about 21 µs of CPU
-(``bench/floor.py``), two thirds of what 30,000 commands a second allow.
+a commit works out the consecutive run of acknowledged offsets. That
+machinery alone costs a record more than most of the command path's own
+steps (``bench/floor.py``; bench/RESULTS.md, Registration).
 
 Ours: a topic given to :func:`divert` skips all of it. The records of its
 partitions that a fetch call brings are taken out of the call's result
@@ -104,6 +104,8 @@ def _filter_committable_with_watermarks(self: Any, tps: Iterable[Any]) -> dict[A
 
 def install() -> None:
     global _filter_committable_offsets
+    if Consumer._filter_committable_offsets is _filter_committable_with_watermarks:
+        return  # installed already: wrapping ours again would call itself
     # After ``commit_floor``, whose rule stays in force for every other partition.
     _filter_committable_offsets = Consumer._filter_committable_offsets
     ThreadDelegateConsumer._getmany = _getmany_diverting  # type: ignore[method-assign]

@@ -1,8 +1,10 @@
 """The batch writer: the agents' records collected per batch and written in order.
 
-Both command agents (``accept`` and ``apply``) take their events a batch at
-a time (``scheduler.patches.batching.take_batches``) and hand each event to
-a handler together with one :class:`Batch`. Everything the handlers write
+The apply agent (and the accept agent, should a record reach it) takes its
+events a batch at a time (``scheduler.patches.batching.take_batches``) and
+hands each event to a handler together with one :class:`Batch`; the
+command path (``scheduler.streams.bulk``) fills one :class:`Batch` per
+batch of commands the same way. Everything the handlers write
 (table records, firings, re-keyed commands, revocations) goes into it, and
 :meth:`Batch.send` writes it out: the staged table writes to RocksDB, the
 records to the producer.

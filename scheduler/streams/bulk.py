@@ -35,11 +35,13 @@ from typing import Any
 from scheduler import metrics, tables
 from scheduler.admission import admit_batch
 from scheduler.app import app
+from scheduler.domain.errors import InvalidCommand
+from scheduler.domain.models import Command
 from scheduler.patches import bulk_fetch, produce_guard
 from scheduler.patches.wake_fetch import pause_fetching, resume_fetching
 from scheduler.streams import records as stored
 from scheduler.streams.accept import accept
-from scheduler.streams.batch import YIELD_EVERY, Batch
+from scheduler.streams.batch import YIELD_EVERY, Batch, give_way
 from scheduler.tables import schedules
 from scheduler.topics import commands_topic, name_of
 
@@ -48,24 +50,36 @@ log = logging.getLogger(__name__)
 #: The most commands handled as one batch.
 BATCH_MAX = 2_000
 #: Records the backlog holds before the partition that brought more is paused:
-#: four batches, enough to keep the path busy while the client fetches more;
-#: each record held is memory the worker keeps after a backlog has drained.
+#: four batches, enough to keep the path busy while the client fetches more.
 BACKLOG_MAX = 8_000
-#: Paused partitions are resumed once the backlog is down to this.
+#: Bytes of commands the backlog holds before the same happens: commands may
+#: be large (``SCHEDULER_MAX_COMMAND_BYTES``), and every record held is memory.
+BACKLOG_MAX_BYTES = 64 * 1024 * 1024
+#: Paused partitions are resumed once the backlog is down to this many records
+#: (and below half its bytes).
 BACKLOG_RESUME = 2_000
-#: Seconds a batch works before it gives the event loop a turn (looked at every
+#: Seconds the path works before it gives the event loop a turn (looked at every
 #: ``YIELD_EVERY`` commands): firings due meanwhile are delivered between two
-#: such stretches. A turn for every ``YIELD_EVERY`` commands, as the Faust
-#: agents take, cost a command more than the rest of its glue.
+#: such stretches. A turn every ``YIELD_EVERY`` commands, as the Faust agents
+#: take, was a visible share of a command's CPU (measured in the commit that
+#: added this).
 TURN_AFTER_S = 0.002
+
+Part = tuple[Any, list[Any], int]
+"""A partition, records fetched from it (in offset order), the generation they belong to."""
+
+
+def _size(records: list[Any]) -> int:
+    return sum(len(record.value or b"") for record in records)
 
 
 class Backlog:
     """Fetched records of ``schedule-commands``, by partition, in the order fetched."""
 
     def __init__(self) -> None:
-        self.parts: deque[tuple[Any, list[Any], int]] = deque()
+        self.parts: deque[Part] = deque()
         self.count = 0
+        self.bytes = 0
         #: The most records it held at once since the worker started.
         self.peak = 0
         self.ready = asyncio.Event()
@@ -77,33 +91,36 @@ class Backlog:
             return
         self.parts.append((tp, records, generation))
         self.count += len(records)
+        self.bytes += _size(records)
         self.peak = max(self.peak, self.count)
         self.ready.set()
-        if self.count >= BACKLOG_MAX and tp not in self.paused:
+        full = self.count >= BACKLOG_MAX or self.bytes >= BACKLOG_MAX_BYTES
+        if full and tp not in self.paused:
             self.paused.add(tp)
             pause_fetching(app.consumer, tp)
 
-    def take(self, most: int) -> list[tuple[Any, list[Any], int]]:
+    def take(self, most: int) -> list[Part]:
         """Up to ``most`` records, in whole lists or a list's head."""
-        taken: list[tuple[Any, list[Any], int]] = []
+        taken: list[Part] = []
         room = most
         while self.parts and room > 0:
             tp, records, generation = self.parts[0]
             if len(records) <= room:
                 self.parts.popleft()
-                taken.append((tp, records, generation))
-                room -= len(records)
             else:
-                taken.append((tp, records[:room], generation))
                 self.parts[0] = (tp, records[room:], generation)
-                room = 0
+                records = records[:room]
+            taken.append((tp, records, generation))
+            room -= len(records)
+            self.bytes -= _size(records)
         self.count -= most - room
         if not self.parts:
             self.ready.clear()
         return taken
 
     def resume_if_low(self) -> None:
-        if self.paused and self.count <= BACKLOG_RESUME:
+        low = self.count <= BACKLOG_RESUME and self.bytes <= BACKLOG_MAX_BYTES // 2
+        if self.paused and low:
             for tp in self.paused:
                 resume_fetching(app.consumer, tp)
             self.paused.clear()
@@ -112,6 +129,7 @@ class Backlog:
         """Forget everything: a rebalance moves every position back to its commit."""
         self.parts.clear()
         self.count = 0
+        self.bytes = 0
         self.ready.clear()
         self.paused.clear()
 
@@ -127,39 +145,81 @@ metrics.gauge(
     lambda: backlog.peak,
     "the most records of schedule-commands that waited at once since the worker started",
 )
-#: Held while a batch is handled; a revocation waits for it.
+#: Held while a batch is handled; a revocation or a shutdown waits for it.
 _handling = asyncio.Lock()
+
+
+class _Stop:
+    """Set once the worker shuts down: the task ends."""
+
+    stopping = False
+
+
+#: Seconds between two looks at a stopped flow (a rebalance, a shutdown) by a
+#: task that has records waiting.
+FLOW_POLL_S = 0.05
+
+
+def _flowing() -> bool:
+    """Whether Faust's flow runs: it stops it first thing when partitions move or the
+    worker stops, before its last commit and before it closes the tables."""
+    return not _Stop.stopping and bool(getattr(app.consumer, "flow_active", True))
+
 
 bulk_fetch.divert(name_of(commands_topic), backlog.add)
 
 
 @app.task  # type: ignore[untyped-decorator]
 async def handle_commands() -> None:
-    """Take batches off the backlog and handle them, for as long as the worker runs."""
-    while True:
+    """Take batches off the backlog and handle them, until the worker shuts down."""
+    while not _Stop.stopping:
         await backlog.ready.wait()
+        if not _flowing():
+            # What waits is dropped at the revocation, or read again after a restart.
+            await asyncio.sleep(FLOW_POLL_S)
+            continue
         async with _handling:
             parts = backlog.take(BATCH_MAX)
             await handle(parts)
         backlog.resume_if_low()
 
 
-async def handle(parts: list[tuple[Any, list[Any], int]]) -> None:
-    """Handle one batch of records, then let their offsets be committed."""
+async def handle(parts: list[Part]) -> None:
+    """Handle one batch of records, then let what was handled be committed.
+
+    The commands are judged first, outside the table-writing lock (it takes
+    no table), with turns given to the loop; then applied in one
+    :class:`Batch`. A rebalance or a shutdown that begins meanwhile (Faust
+    stops its flow first) ends the batch at its next turn: what was applied is
+    written and may be committed, the rest is read again by whoever owns the
+    partition next.
+    """
     generation = app.consumer_generation_id
     live = [(tp, records) for tp, records, fetched_in in parts if fetched_in == generation]
     if not live:
         return
+    turned = time.monotonic()
+    judged: list[list[Command | InvalidCommand]] = []
+    for _, records in live:
+        verdicts: list[Command | InvalidCommand] = []
+        for start in range(0, len(records), YIELD_EVERY):
+            chunk = records[start : start + YIELD_EVERY]
+            verdicts += admit_batch([record.value or b"" for record in chunk])
+            if time.monotonic() - turned >= TURN_AFTER_S:
+                await give_way()
+                turned = time.monotonic()
+        judged.append(verdicts)
+    if not _flowing():
+        return
+    handled: dict[Any, int] = {}
     batch = Batch()
     await batch.begin()
     try:
         _prefetch(live)
-        handled = 0
-        turned = time.monotonic()
-        for tp, records in live:
-            judged = admit_batch([record.value or b"" for record in records])
+        count = 0
+        for (tp, records), verdicts in zip(live, judged, strict=True):
             partition = tp.partition
-            for record, command in zip(records, judged, strict=True):
+            for record, command in zip(records, verdicts, strict=True):
                 try:
                     await accept(
                         record.key,
@@ -172,10 +232,15 @@ async def handle(parts: list[tuple[Any, list[Any], int]]) -> None:
                 except Exception:
                     # A record we fail on must not stop the ones after it.
                     log.exception("record at %s[%d]@%d failed", tp.topic, partition, record.offset)
-                handled += 1
-                if handled % YIELD_EVERY == 0 and time.monotonic() - turned >= TURN_AFTER_S:
+                handled[tp] = record.offset + 1
+                count += 1
+                if count % YIELD_EVERY == 0 and time.monotonic() - turned >= TURN_AFTER_S:
                     await batch.pause()
                     turned = time.monotonic()
+                    if not _flowing():
+                        break
+            if not _flowing():
+                break
     finally:
         try:
             await batch.end()
@@ -183,8 +248,8 @@ async def handle(parts: list[tuple[Any, list[Any], int]]) -> None:
             # Not marked done: nothing of the batch is committed, and the worker stops.
             produce_guard.refused(exc, "a batch's records", app.consumer)
             raise
-    for tp, records in live:
-        bulk_fetch.done(app.consumer, tp, records[-1].offset + 1)
+    for tp, next_offset in handled.items():
+        bulk_fetch.done(app.consumer, tp, next_offset)
 
 
 def _prefetch(live: list[tuple[Any, list[Any]]]) -> None:
@@ -197,13 +262,17 @@ def _prefetch(live: list[tuple[Any, list[Any]]]) -> None:
 
 @app.on_partitions_revoked.connect  # type: ignore[arg-type]
 async def _on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+    # The client forgets what it had paused; records waiting are read again
+    # from the commit after the rebalance (Faust seeks every partition there).
     async with _handling:
         backlog.drop()
         bulk_fetch.forget(revoked)
 
 
-@app.on_partitions_assigned.connect  # type: ignore[arg-type]
-async def _on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
-    # The client forgot what it had paused (records of the new generation may
-    # already wait: they stay).
-    backlog.paused.clear()
+@app.on_before_shutdown.connect  # type: ignore[arg-type]
+async def _on_shutdown(sender: Any, **kwargs: Any) -> None:
+    """Stop before Faust's last commit and before it closes the tables and the producer."""
+    _Stop.stopping = True
+    backlog.ready.set()  # wakes the task, which then ends
+    async with _handling:
+        backlog.drop()

@@ -65,8 +65,10 @@ def paused(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
     return calls
 
 
-def records(partition: int, first: int, count: int) -> list[Any]:
-    return [SimpleNamespace(offset=offset) for offset in range(first, first + count)]
+def records(partition: int, first: int, count: int, size: int = 200) -> list[Any]:
+    return [
+        SimpleNamespace(offset=offset, value=b"x" * size) for offset in range(first, first + count)
+    ]
 
 
 def test_the_backlog_hands_records_over_in_fetch_order_and_splits_a_list(
@@ -116,11 +118,28 @@ def test_the_backlog_pauses_what_brings_more_past_its_bound_and_resumes_when_dra
     assert set(paused["resume"]) == set(tps) and not backlog.paused
 
 
+def test_the_backlog_is_bounded_in_bytes_too(paused: dict[str, list[Any]]) -> None:
+    backlog = bulk.Backlog()
+    tp = TopicPartition("c", 0)
+    big = 256 * 1024  # SCHEDULER_MAX_COMMAND_BYTES's default
+    offset = 0
+    while not paused["pause"]:
+        backlog.add(tp, records(0, offset, 10, size=big), 1)
+        offset += 10
+    assert backlog.count < bulk.BACKLOG_MAX
+    assert bulk.BACKLOG_MAX_BYTES <= backlog.bytes < bulk.BACKLOG_MAX_BYTES + 10 * big
+    backlog.take(backlog.count - 10)
+    assert backlog.bytes == 10 * big
+    backlog.resume_if_low()
+    assert paused["resume"] == [tp]
+
+
 def test_dropping_the_backlog_forgets_everything(paused: dict[str, list[Any]]) -> None:
     backlog = bulk.Backlog()
     backlog.add(TopicPartition("c", 0), records(0, 0, 10), 1)
     backlog.drop()
-    assert backlog.count == 0 and not backlog.parts and not backlog.ready.is_set()
+    assert backlog.count == 0 and backlog.bytes == 0
+    assert not backlog.parts and not backlog.ready.is_set()
     assert backlog.take(10) == []
 
 
@@ -211,9 +230,18 @@ def test_a_partition_is_committed_to_its_watermark_and_never_back(
 # --- how many workers `scheduler dev` runs -------------------------------------------------------
 
 
-@pytest.mark.parametrize(("cores", "workers"), [(1, 1), (2, 2), (3, 3), (16, 4)])
-def test_dev_runs_one_worker_per_core_up_to_its_cap(cores: int, workers: int) -> None:
-    from scheduler.cli import DEV_WORKERS_MAX, dev_workers
+def test_dev_says_how_many_workers_it_runs_and_when_more_would_pay(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
 
-    assert DEV_WORKERS_MAX == 4
-    assert dev_workers(cores) == workers
+    from scheduler.cli import _workers_said
+    from scheduler.settings import Settings
+
+    settings = Settings(web_port=7000)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    one = _workers_said(settings, 1)
+    assert one.startswith("1 worker; web view on http://127.0.0.1:7000")
+    assert "--workers 2 runs one on each" in one
+    two = _workers_said(settings, 2)
+    assert "2 workers" in two and "7001" in two and "--workers" not in two
