@@ -49,19 +49,38 @@ metrics.Total(
 )
 
 
+#: Characters of the original text a rejection carries. A record the broker
+#: took can be larger than the one a rejection may be once its text is
+#: escaped as JSON (a control character takes six bytes): the rejection
+#: could not be sent, and the command was neither stored nor rejected.
+SHOWN_MAX = 16_384
+
+
 def rejection(exc: InvalidCommand, original: bytes | str | None) -> bytes:
+    """The rejection record: the reason, and the original text with its secrets masked.
+
+    A text longer than ``SHOWN_MAX`` characters is cut there (after masking,
+    which needs the whole text), and says so: ``command_truncated`` and the
+    original's size in bytes, ``command_bytes``.
+    """
     if isinstance(original, bytes):
+        size = len(original)
         text = original.decode("utf-8", errors="replace")
     else:
         text = original or ""
-    body = {
+        size = len(text.encode("utf-8", "surrogatepass"))
+    shown = secrets.masked_command_text(text)
+    body: dict[str, object] = {
         "error": exc.error,
         "detail": exc.detail,
         "field": exc.field,
-        "command": secrets.masked_command_text(text),
+        "command": shown[:SHOWN_MAX],
         "received_at": format_utc(clock.now()),
     }
-    return json.dumps(body, ensure_ascii=False).encode("utf-8")
+    if len(shown) > SHOWN_MAX:
+        body["command_truncated"] = True
+        body["command_bytes"] = size
+    return json.dumps(body, ensure_ascii=False).encode("utf-8", "replace")
 
 
 async def reject(exc: InvalidCommand, key: bytes | None, original: bytes | str | None) -> None:

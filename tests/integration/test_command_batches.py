@@ -54,6 +54,9 @@ def commands() -> list[tuple[bytes | None, bytes]]:
         out.append((f"bad{n}".encode(), b'{"client": '))
     for n in range(BAD_FIELD):
         out.append((f"bad{n}".encode(), json.dumps({**upsert(n), "timezon": "UTC"}).encode()))
+    # Under the command size limit, yet six times that once escaped in a
+    # rejection: more than the broker takes, were the text not cut.
+    out.append((b"control", b"\x01" * 200_000))
     return out
 
 
@@ -86,10 +89,12 @@ async def test_a_backlog_is_stored_within_its_bound_and_committed(make_worker: A
     rejected = await read_topic(
         worker.bootstrap,
         worker.topic("schedule-commands-rejected"),
-        lambda found: len(found) >= BAD_JSON + BAD_FIELD,
+        lambda found: len(found) >= BAD_JSON + 1 + BAD_FIELD,
     )
     errors = sorted(record["value"]["error"] for record in rejected)
-    assert errors == ["bad_json"] * BAD_JSON + ["invalid_command"] * BAD_FIELD
+    assert errors == ["bad_json"] * (BAD_JSON + 1) + ["invalid_command"] * BAD_FIELD
+    (control,) = [record["value"] for record in rejected if record["key"] == b"control"]
+    assert control["command_truncated"] is True and control["command_bytes"] == 200_000
     assert all(
         record["value"]["field"] == "timezon"
         for record in rejected

@@ -245,3 +245,35 @@ def test_dev_says_how_many_workers_it_runs_and_when_more_would_pay(
     assert "--workers 2 runs one on each" in one
     two = _workers_said(settings, 2)
     assert "2 workers" in two and "7001" in two and "--workers" not in two
+
+
+# --- a rejection always fits on the broker ----------------------------------------------------
+
+
+@pytest.mark.parametrize("raw", [b"\x01" * 200_000, b'"' * 600_000, b"\xff" * 400_000])
+def test_a_rejection_is_small_whatever_the_command_held(raw: bytes) -> None:
+    from scheduler.streams.rejects import SHOWN_MAX, rejection
+
+    body = rejection(InvalidCommand("bad_json", "command is not valid JSON"), raw)
+    assert len(body) < 7 * SHOWN_MAX  # six bytes an escaped control character, at most
+    found = json.loads(body)
+    assert found["command_truncated"] is True and found["command_bytes"] == len(raw)
+    assert len(found["command"]) == SHOWN_MAX
+
+
+def test_a_long_commands_secrets_are_masked_before_it_is_cut() -> None:
+    from scheduler.streams.rejects import SHOWN_MAX, rejection
+
+    command = {
+        "client": {"operation": "o", "application": "a", "group": "g", "key": "k", "type": "t"},
+        "task": {
+            "type": "rest",
+            "connection": {"host": "http://u:hunter2@h/x", "headers": {"Authorization": "s3"}},
+            "data": "x" * (2 * SHOWN_MAX),
+        },
+    }
+    body = json.loads(rejection(InvalidCommand("too_large", "big"), json.dumps(command).encode()))
+    assert "hunter2" not in body["command"] and '"s3"' not in body["command"]
+    assert body["command_truncated"] is True
+    short = json.loads(rejection(InvalidCommand("bad_json", "x"), b"{"))
+    assert short["command"] == "{" and "command_truncated" not in short
