@@ -139,6 +139,7 @@ class Worker(Counted):
         self.port = procs.free_port()
         self.data_dir = data_dir or ctx.work / "data" / name
         self.proc: Any = None
+        self.session_timeout = SESSION_TIMEOUT
 
     @property
     def url(self) -> str:
@@ -160,7 +161,7 @@ class Worker(Counted):
                 "SCHEDULER_WEB_PORT": str(self.port),
                 "SCHEDULER_DATA_DIR": str(self.data_dir),
                 "SCHEDULER_LOG_LEVEL": os.environ.get("BENCH_WORKER_LOG_LEVEL", "warning"),
-                "SCHEDULER_SESSION_TIMEOUT": str(SESSION_TIMEOUT),
+                "SCHEDULER_SESSION_TIMEOUT": str(self.session_timeout),
             }
         )
         return env
@@ -660,11 +661,27 @@ async def registration(ctx: Context) -> dict[str, dict[str, Any]]:
     return out
 
 
+#: Seconds the group keeps a stopped static member's partitions in the scaled registration.
+STATIC_SESSION_TIMEOUT = 90
+
+
 async def _registration_scaled(ctx: Context, n: int) -> dict[str, Any]:
-    """The same backlog into ``SCALED`` workers of a new app: what one machine stores."""
+    """The same backlog into ``SCALED`` workers of a new app: what one machine stores.
+
+    The workers join and settle first, then stop: each is a static member
+    (its instance id is kept across a restart), and the group keeps its
+    partitions for the session timeout, so they start again on the backlog
+    without a rebalance, as a running pair takes one. Started together on a
+    backlog instead, their first rebalance re-applies what one of them had
+    applied and took most of a 100,000-command run.
+    """
     workers = new_apps(ctx, "registration-scaled", SCALED)
+    for member in workers.members:
+        member.session_timeout = STATIC_SESSION_TIMEOUT
     try:
         await ensure_topics(ctx, workers.members[0])
+        await workers.start()
+        workers.stop()
         produced_s = await produce(
             ctx.bootstrap,
             workers.prefix + "schedule-commands",

@@ -98,6 +98,18 @@ class Batch(Outbox):
         finally:
             self._let_go()
 
+    async def finish(self) -> None:
+        """:meth:`end`; if the records cannot be written, stop the worker.
+
+        The events of a batch that could not be written stay unacknowledged,
+        and nothing after them may be committed either.
+        """
+        try:
+            await self.end()
+        except Exception as exc:
+            produce_guard.refused(exc, "a batch's records", app.consumer)
+            raise
+
     async def pause(self) -> None:
         """Give way (:func:`give_way`); queue the records first if there are many."""
         if len(self) < FLUSH_RECORDS:
@@ -130,13 +142,7 @@ async def in_batches(stream: Any, handle: Callable[[Any, Batch], Awaitable[None]
                 if index % YIELD_EVERY == 0:
                     await batch.pause()
         finally:
-            try:
-                await batch.end()
-            except Exception as exc:
-                # Its events stay unacknowledged (take_batches), and nothing
-                # after them may be committed either: the worker stops.
-                produce_guard.refused(exc, "a batch's records", app.consumer)
-                raise
+            await batch.finish()  # its events stay unacknowledged if it raises (take_batches)
 
 
 def prefetch(events: list[Any]) -> None:

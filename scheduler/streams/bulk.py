@@ -37,7 +37,7 @@ from scheduler.admission import admit_batch
 from scheduler.app import app
 from scheduler.domain.errors import InvalidCommand
 from scheduler.domain.models import Command
-from scheduler.patches import bulk_fetch, produce_guard
+from scheduler.patches import bulk_fetch
 from scheduler.patches.wake_fetch import pause_fetching, resume_fetching
 from scheduler.streams import records as stored
 from scheduler.streams.accept import accept
@@ -242,12 +242,7 @@ async def handle(parts: list[Part]) -> None:
             if not _flowing():
                 break
     finally:
-        try:
-            await batch.end()
-        except Exception as exc:
-            # Not marked done: nothing of the batch is committed, and the worker stops.
-            produce_guard.refused(exc, "a batch's records", app.consumer)
-            raise
+        await batch.finish()  # if it raises, nothing of the batch is marked done
     for tp, next_offset in handled.items():
         bulk_fetch.done(app.consumer, tp, next_offset)
 

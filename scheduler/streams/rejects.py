@@ -49,19 +49,21 @@ metrics.Total(
 )
 
 
-#: Characters of the original text a rejection carries. A record the broker
-#: took can be larger than the one a rejection may be once its text is
-#: escaped as JSON (a control character takes six bytes): the rejection
-#: could not be sent, and the command was neither stored nor rejected.
-SHOWN_MAX = 16_384
+#: Bytes a rejection record may take: under what the producer sends at most
+#: (Faust's ``producer_max_request_size``, 1,000,000 bytes), with room for
+#: the record's key and framing.
+REJECTION_MAX_BYTES = 900_000
 
 
 def rejection(exc: InvalidCommand, original: bytes | str | None) -> bytes:
     """The rejection record: the reason, and the original text with its secrets masked.
 
-    A text longer than ``SHOWN_MAX`` characters is cut there (after masking,
-    which needs the whole text), and says so: ``command_truncated`` and the
-    original's size in bytes, ``command_bytes``.
+    A command the broker took can make a larger rejection once its text is
+    escaped as JSON (a control character takes six bytes); one over
+    ``REJECTION_MAX_BYTES`` could not be sent, and its command would be
+    neither stored nor rejected. So its text is cut to fit (after masking,
+    which needs the whole text), and the rejection says so:
+    ``command_truncated`` and the original's size in bytes, ``command_bytes``.
     """
     if isinstance(original, bytes):
         size = len(original)
@@ -74,12 +76,22 @@ def rejection(exc: InvalidCommand, original: bytes | str | None) -> bytes:
         "error": exc.error,
         "detail": exc.detail,
         "field": exc.field,
-        "command": shown[:SHOWN_MAX],
+        "command": shown,
         "received_at": format_utc(clock.now()),
     }
-    if len(shown) > SHOWN_MAX:
+    encoded = _encoded(body)
+    keep = len(shown)
+    while len(encoded) > REJECTION_MAX_BYTES and keep > 0:
+        # Scaled by how much the text grew when encoded, then a tenth less each time.
+        keep = min(keep - 1, keep * REJECTION_MAX_BYTES * 9 // (len(encoded) * 10))
+        body["command"] = shown[: max(keep, 0)]
         body["command_truncated"] = True
         body["command_bytes"] = size
+        encoded = _encoded(body)
+    return encoded
+
+
+def _encoded(body: dict[str, object]) -> bytes:
     return json.dumps(body, ensure_ascii=False).encode("utf-8", "replace")
 
 

@@ -251,29 +251,32 @@ def test_dev_says_how_many_workers_it_runs_and_when_more_would_pay(
 
 
 @pytest.mark.parametrize("raw", [b"\x01" * 200_000, b'"' * 600_000, b"\xff" * 400_000])
-def test_a_rejection_is_small_whatever_the_command_held(raw: bytes) -> None:
-    from scheduler.streams.rejects import SHOWN_MAX, rejection
+def test_a_rejection_fits_on_the_broker_whatever_the_command_held(raw: bytes) -> None:
+    from scheduler.streams.rejects import REJECTION_MAX_BYTES, rejection
 
     body = rejection(InvalidCommand("bad_json", "command is not valid JSON"), raw)
-    assert len(body) < 7 * SHOWN_MAX  # six bytes an escaped control character, at most
+    assert REJECTION_MAX_BYTES * 0.7 < len(body) <= REJECTION_MAX_BYTES
     found = json.loads(body)
     assert found["command_truncated"] is True and found["command_bytes"] == len(raw)
-    assert len(found["command"]) == SHOWN_MAX
+    assert raw.decode("utf-8", errors="replace").startswith(found["command"])
 
 
-def test_a_long_commands_secrets_are_masked_before_it_is_cut() -> None:
-    from scheduler.streams.rejects import SHOWN_MAX, rejection
+def test_a_rejection_keeps_a_text_that_fits_whole_and_masks_before_it_cuts() -> None:
+    from scheduler.streams.rejects import rejection
 
     command = {
         "client": {"operation": "o", "application": "a", "group": "g", "key": "k", "type": "t"},
         "task": {
             "type": "rest",
             "connection": {"host": "http://u:hunter2@h/x", "headers": {"Authorization": "s3"}},
-            "data": "x" * (2 * SHOWN_MAX),
+            "data": "x",
         },
     }
-    body = json.loads(rejection(InvalidCommand("too_large", "big"), json.dumps(command).encode()))
-    assert "hunter2" not in body["command"] and '"s3"' not in body["command"]
-    assert body["command_truncated"] is True
+    for blob, cut in (("y" * 300_000, False), ("\x01" * 300_000, True)):
+        command["task"]["data"] = blob  # type: ignore[index]
+        raw = json.dumps(command).encode()
+        body = json.loads(rejection(InvalidCommand("too_large", "big"), raw))
+        assert "hunter2" not in body["command"] and '"s3"' not in body["command"]
+        assert body.get("command_truncated", False) is cut
     short = json.loads(rejection(InvalidCommand("bad_json", "x"), b"{"))
     assert short["command"] == "{" and "command_truncated" not in short
