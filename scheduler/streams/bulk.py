@@ -266,7 +266,8 @@ async def _on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
 
 @app.on_before_shutdown.connect  # type: ignore[arg-type]
 async def _on_shutdown(sender: Any, **kwargs: Any) -> None:
-    """Stop before Faust's last commit and before it closes the tables and the producer."""
+    """End the task. Faust sends this after its last commit and after it closed the
+    tables; the path stopped before both, when Faust stopped its flow (:func:`_flowing`)."""
     _Stop.stopping = True
     backlog.ready.set()  # wakes the task, which then ends
     async with _handling:
