@@ -100,7 +100,7 @@ async def apply(
     _applied.inc()
     shown = updated or current
     if shown is not None and firing.keeps_history(shown):  # most keep none: no coroutine then
-        await _command_history(command, current, updated)
+        await _command_history(command, shown, current, updated)
     if woken is not None:
         assert updated is not None
         outbox.firings_first = True
@@ -121,11 +121,12 @@ _EVENT_OF_ACTION = {
 
 
 async def _command_history(
-    command: Command, before: state.ScheduleRecord | None, after: state.ScheduleRecord | None
+    command: Command,
+    shown: state.ScheduleRecord,
+    before: state.ScheduleRecord | None,
+    after: state.ScheduleRecord | None,
 ) -> None:
-    shown = after or before
-    if shown is None or not firing.keeps_history(shown):
-        return
+    """The history event of the command for ``shown`` (``after``, else ``before``)."""
     if command.action is Action.UPSERT:
         event = "registered" if before is None else "updated"
     else:
