@@ -12,11 +12,11 @@ import functools
 import ipaddress
 import json
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
-from functools import cached_property
 from itertools import pairwise
-from typing import Annotated, Any
+from typing import Annotated, Any, Generic, TypeVar, overload
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -92,8 +92,42 @@ class FailedPolicy(StrEnum):
 Text = Annotated[str, Field(min_length=1, max_length=512)]
 
 
+_T = TypeVar("_T")
+
+
+class cached(Generic[_T]):
+    """``functools.cached_property`` without its lock: computed at first use, then kept.
+
+    Python 3.11's takes a lock at every first use, a visible share of what a
+    command costs on its way in (two per command); a command is only ever
+    read by the event loop's thread. The value goes into the instance's
+    ``__dict__``, which is looked up first from then on, as with the original.
+    """
+
+    def __init__(self, func: Callable[[Any], _T]) -> None:
+        self.func = func
+        self.attrname = func.__name__
+        self.__doc__ = func.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.attrname = name
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> cached[_T]: ...
+    @overload
+    def __get__(self, instance: object, owner: type | None = None) -> _T: ...
+    def __get__(self, instance: object, owner: type | None = None) -> cached[_T] | _T:
+        if instance is None:
+            return self
+        value = self.func(instance)
+        instance.__dict__[self.attrname] = value
+        return value
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, str_strip_whitespace=True, ignored_types=(cached,)
+    )
 
 
 class Client(_Strict):
@@ -105,7 +139,7 @@ class Client(_Strict):
     key: Text
     type: Text
 
-    @cached_property
+    @cached
     def schedule_id(self) -> str:
         # Cached: a command's id is asked for several times on its way in.
         return ids.schedule_id(self.operation, self.application, self.group, self.key, self.type)
@@ -355,24 +389,28 @@ class Command(_Strict):
             raise ValueError("task: is required for an upsert")
         if self.type is not ScheduleType.NOW and not self.schedule:
             raise ValueError(f"schedule: is required for a {self.type.value} schedule")
-        for name in ("start", "end"):
-            text = getattr(self, name)
-            if text is not None:
-                try:
-                    local_instant(text, self.timezone)
-                except InvalidSchedule as exc:
-                    raise ValueError(f"{name}: {exc}") from None
+        # Most commands set none of start, end and max_fires: one test for them all.
+        bounded = self.start is not None or self.end is not None or self.max_fires is not None
+        if bounded:
+            for name in ("start", "end"):
+                text = getattr(self, name)
+                if text is not None:
+                    try:
+                        local_instant(text, self.timezone)
+                    except InvalidSchedule as exc:
+                        raise ValueError(f"{name}: {exc}") from None
         try:
             validate(self.trigger(_VALIDATION_EPOCH))
         except InvalidSchedule as exc:
             raise ValueError(f"schedule: {exc}") from None
-        bounds = {"start": self.start, "end": self.end, "max_fires": self.max_fires}
-        for name, value in bounds.items():
-            if value is not None and self.type.one_shot:
-                raise ValueError(
-                    f"{name}: only cron and delay-recur schedules take {name} "
-                    f"(got {value!r} on a {self.type.value} schedule)"
-                )
+        if bounded and self.type.one_shot:
+            bounds = {"start": self.start, "end": self.end, "max_fires": self.max_fires}
+            for name, value in bounds.items():
+                if value is not None:
+                    raise ValueError(
+                        f"{name}: only cron and delay-recur schedules take {name} "
+                        f"(got {value!r} on a {self.type.value} schedule)"
+                    )
         if self.start and self.end and self.end_at() <= self.start_at():  # type: ignore[operator]
             raise ValueError(f"end: must be after start (got {self.end!r} <= {self.start!r})")
         if self.jitter and not self.type.one_shot:
@@ -398,21 +436,43 @@ class Command(_Strict):
     def trigger(self, accepted_at: datetime) -> TriggerSpec:
         if self.type is None:
             raise InvalidSchedule(f"a {self.action.value} command has no schedule")
+        # Positional: a dataclass takes them markedly faster than by name, and
+        # every command builds two of these (validation, then its first instant).
         return TriggerSpec(
-            kind=str(self.type),  # its value (a StrEnum), without enum's slow ``.value``
-            expression=self.schedule or "",
-            zone=self.timezone,
-            accepted_at=accepted_at,
-            start=self.start_at() if self.type is ScheduleType.DELAY_RECUR else None,
+            str(self.type),  # kind: its value (a StrEnum), without enum's slow ``.value``
+            self.schedule or "",  # expression
+            self.timezone,  # zone
+            accepted_at,
+            self.start_at() if self.type is ScheduleType.DELAY_RECUR else None,  # start
         )
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
 
-    @cached_property
+    @cached
     def json_bytes(self) -> bytes:
-        """``to_json()`` as compact UTF-8 JSON, built once per command (pydantic's encoder)."""
+        """``to_json()`` as compact UTF-8 JSON, built once per command (pydantic's encoder).
+
+        A command read back from a record keeps the bytes it was read from
+        (:meth:`from_json_bytes`)."""
+        return self.canonical_json
+
+    @cached
+    def canonical_json(self) -> bytes:
+        """``to_json()`` as compact UTF-8 JSON, always pydantic's: the same for equal commands."""
         return self.__pydantic_serializer__.to_json(self, exclude_none=True)
+
+    @cached
+    def stored_json(self) -> bytes:
+        """This command as its schedule's record stores it (``ScheduleRecord.to_bytes``).
+
+        The bytes it was read from, when :func:`parse_command` or
+        :meth:`from_json_bytes` read it from bytes: they hold this very command,
+        and encoding it again cost as much as reading it. Else
+        :attr:`json_bytes`. Equal commands may be stored as different text;
+        compare :attr:`canonical_json`.
+        """
+        return self.json_bytes
 
     @classmethod
     def from_json_bytes(cls, encoded: bytes) -> Command:
@@ -425,10 +485,11 @@ class Command(_Strict):
         in order) are skipped: a stored command passed them when accepted.
         """
         command = cls.model_validate_json(encoded, context=_STORED)
-        command.__dict__["json_bytes"] = encoded  # what the cached_property would store
+        command.__dict__["json_bytes"] = encoded  # what ``cached`` would store
+        command.__dict__["stored_json"] = encoded
         return command
 
-    @cached_property
+    @cached
     def firing_fields(self) -> bytes:
         """``"name"``, ``"client"`` and ``"task"`` of this command's firings, as JSON members.
 
@@ -462,7 +523,9 @@ def parse_command(raw: bytes | str | dict[str, Any], *, max_bytes: int = 262_144
             # pydantic reads the JSON itself, in about half the time of
             # json.loads and model_validate; on any error the slow path below
             # finds the same problem and words it as ours.
-            return Command.model_validate_json(raw)
+            command = Command.model_validate_json(raw)
+            command.__dict__["stored_json"] = raw  # what ``cached`` would store
+            return command
         except (ValidationError, InvalidSchedule):
             pass
         try:

@@ -24,6 +24,11 @@ from scheduler.domain.triggers import next_fire
 
 _BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
 _COMMAND_MEMBER = b',"command":'
+#: ``_state_text``'s tail for a record that never fired nor missed an instant.
+_UNTOUCHED = (
+    '"fire_count":0,"last_fired_at":null,"missed_count":0,"last_missed_at":null,'
+    '"last_wake":null,"last_batch":[],"ahead":[],"before_ahead":null'
+)
 #: The most instants one wake-up fires ahead: the fire-ahead window of a
 #: short interval would otherwise hold many at once.
 MAX_PER_WAKE = 10
@@ -102,13 +107,16 @@ class ScheduleRecord:
         }
 
     def to_bytes(self) -> bytes:
-        """``to_json()`` as JSON: the state first, then the command from its cached encoding.
+        """``to_json()`` as JSON: the state first, then the command as ``stored_json`` holds it.
 
         The command is most of a record and rarely changes between two writes
         of it, so it is not encoded again each time the state moves; and with
         it last, :meth:`from_bytes` can hand its bytes to pydantic as they are.
+        A command read from a record of the topic keeps the text it was sent
+        as (``Command.stored_json``): the same command when read back, though
+        not always the same text as pydantic's encoding of it.
         """
-        return self._state_text().encode() + _COMMAND_MEMBER + self.command.json_bytes + b"}"
+        return self._state_text().encode() + _COMMAND_MEMBER + self.command.stored_json + b"}"
 
     def _state_text(self) -> str:
         """``_state_json()`` as compact JSON, without its closing brace.
@@ -119,12 +127,27 @@ class ScheduleRecord:
         markedly cheaper than ``json`` (measured in bench/ ``pieces``).
         A test holds it equal to ``compact_json(_state_json())``.
         """
-        return (
+        head = (
             f'{{"schedule_id":"{self.schedule_id}","status":"{self.status!s}",'
             f'"accepted_at":"{format_utc(self.accepted_at, micros=True)}",'
             f'"created_at":"{format_utc(self.created_at, micros=True)}",'
             f'"updated_at":"{format_utc(self.updated_at, micros=True)}",'
             f'"next_fire_at":{_json_instant(self.next_fire_at)},'
+        )
+        if (
+            self.fire_count == 0
+            and self.missed_count == 0
+            and self.last_wake is None
+            and self.last_fired_at is None
+            and self.last_missed_at is None
+            and self.before_ahead is None
+            and not self.last_batch
+            and not self.ahead
+        ):
+            # Never fired nor missed: every new schedule, written once as it is
+            # accepted. Its tail is always the same text.
+            return head + _UNTOUCHED
+        return head + (
             f'"fire_count":{self.fire_count},'
             f'"last_fired_at":{_json_instant(self.last_fired_at)},'
             f'"missed_count":{self.missed_count},'
@@ -212,7 +235,7 @@ def apply(
             and current.timed is not None
             and current.next_fire_at is not None
             and current.next_fire_at <= accepted_at < current.timed
-            and command.json_bytes == current.command.json_bytes
+            and command.canonical_json == current.command.canonical_json
         ):
             # The same schedule again while an instant waits for its jittered
             # delivery: that instant is still to be delivered, not skipped.
@@ -416,7 +439,7 @@ def revokes(record: ScheduleRecord, command: Command) -> bool:
     if command.action in (Action.DELETE, Action.PAUSE):
         return True
     if command.action is Action.UPSERT:
-        return command.json_bytes != record.command.json_bytes
+        return command.canonical_json != record.command.canonical_json
     return False
 
 

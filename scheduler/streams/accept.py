@@ -54,6 +54,7 @@ async def _accept(event: Any, outbox: Outbox) -> None:
     raw: bytes = event.value if event.value is not None else b""
     try:
         command: Command | InvalidCommand = admit_raw(raw)
+        ACCEPTED.inc()
     except InvalidCommand as exc:
         command = exc
     message = event.message
@@ -72,13 +73,14 @@ async def accept(
 
     ``command`` is what ``admit_raw`` made of ``raw`` (the judgement ``POST
     /commands`` makes of each command too), or why it refused it;
-    ``timestamp`` is the record's Kafka timestamp, in seconds.
+    ``timestamp`` is the record's Kafka timestamp, in seconds. The caller
+    counts a valid command as accepted (``ACCEPTED``): the command path
+    counts a batch's at once.
     """
     if isinstance(command, InvalidCommand):
         await reject(command, key, raw)
         return
     accepted_at = datetime.fromtimestamp(timestamp, tz=UTC)
-    ACCEPTED.inc()
     sid = command.schedule_id.encode()
     owner = owner_partition(sid)
     if key == sid and partition == owner:

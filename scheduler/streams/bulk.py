@@ -42,6 +42,7 @@ from scheduler.patches.wake_fetch import pause_fetching, resume_fetching
 from scheduler.streams import records as stored
 from scheduler.streams.accept import accept
 from scheduler.streams.batch import YIELD_EVERY, Batch, give_way
+from scheduler.streams.rejects import ACCEPTED
 from scheduler.tables import schedules
 from scheduler.topics import commands_topic, name_of
 
@@ -216,7 +217,7 @@ async def handle(parts: list[Part]) -> None:
     await batch.begin()
     try:
         _prefetch(live)
-        count = 0
+        count = valid = 0
         for (tp, records), verdicts in zip(live, judged, strict=True):
             partition = tp.partition
             for record, command in zip(records, verdicts, strict=True):
@@ -234,6 +235,8 @@ async def handle(parts: list[Part]) -> None:
                     log.exception("record at %s[%d]@%d failed", tp.topic, partition, record.offset)
                 handled[tp] = record.offset + 1
                 count += 1
+                if not isinstance(command, InvalidCommand):
+                    valid += 1
                 if count % YIELD_EVERY == 0 and time.monotonic() - turned >= TURN_AFTER_S:
                     await batch.pause()
                     turned = time.monotonic()
@@ -242,6 +245,8 @@ async def handle(parts: list[Part]) -> None:
             if not _flowing():
                 break
     finally:
+        # Counted once a batch: an increment costs as much as some of a command's steps.
+        ACCEPTED.inc(valid)
         await batch.finish()  # if it raises, nothing of the batch is marked done
     for tp, next_offset in handled.items():
         bulk_fetch.done(app.consumer, tp, next_offset)
