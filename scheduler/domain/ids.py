@@ -57,6 +57,9 @@ def trigger_firing_id(schedule: str, accepted_at: datetime) -> str:
 
 _M = 0x5BD1E995
 _MASK = 0xFFFFFFFF
+#: The length of a schedule id ("sch_" and 32 hex digits), and its 4-byte words' reader.
+_ID_LENGTH = 36
+_ID_WORDS = struct.Struct(f"<{_ID_LENGTH // 4}I").unpack
 
 
 def murmur2(data: bytes) -> int:
@@ -69,7 +72,10 @@ def murmur2(data: bytes) -> int:
     length = len(data)
     h = 0x9747B28C ^ length
     whole = length // 4
-    for k in struct.unpack_from(f"<{whole}I", data):
+    # A schedule id's words are read with a struct made once (the common case),
+    # any other key's with one looked up by its format.
+    words = _ID_WORDS(data) if length == _ID_LENGTH else struct.unpack_from(f"<{whole}I", data)
+    for k in words:
         k = (k * _M) & _MASK
         k = ((k ^ (k >> 24)) * _M) & _MASK
         h = ((h * _M) & _MASK) ^ k
