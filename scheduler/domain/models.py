@@ -453,8 +453,9 @@ class Command(_Strict):
     def json_bytes(self) -> bytes:
         """``to_json()`` as compact UTF-8 JSON, built once per command (pydantic's encoder).
 
-        A command read back from a record keeps the bytes it was read from
-        (:meth:`from_json_bytes`)."""
+        Except for a command read back from a record (:meth:`from_json_bytes`):
+        the bytes it was read from, which may be the text it was sent as
+        (:attr:`stored_json`). To compare commands, use :attr:`canonical_json`."""
         return self.canonical_json
 
     @cached
@@ -470,13 +471,18 @@ class Command(_Strict):
         :meth:`from_json_bytes` read it from bytes: they hold this very command,
         and encoding it again cost as much as reading it. Else
         :attr:`json_bytes`. Equal commands may be stored as different text;
-        compare :attr:`canonical_json`.
+        compare :attr:`canonical_json` (:func:`same_command`).
+
+        So a record keeps what was sent, and reading it applies the model's
+        defaults and conversions (``"3"`` for an int) again: the defaults are
+        part of the storage format, and ``tests/unit/test_stored_commands.py``
+        holds them fixed (``docs/architecture.md``, Stored records).
         """
         return self.json_bytes
 
     @classmethod
     def from_json_bytes(cls, encoded: bytes) -> Command:
-        """The command that ``json_bytes`` gave ``encoded``, keeping those bytes as its encoding.
+        """The command a record stored as ``encoded`` (its ``stored_json``), keeping those bytes.
 
         pydantic reads the JSON itself (about half the time of ``json.loads``
         and ``model_validate``), and a record that is read, advanced and
@@ -496,6 +502,12 @@ class Command(_Strict):
         The same in every firing of a schedule, so encoded once per command.
         """
         return self.model_dump_json(include=_FIRING_FIELDS).encode()[1:-1]
+
+
+def same_command(one: Command, other: Command) -> bool:
+    """Whether two commands are the same, however their senders wrote them."""
+    # The same stored text is the same command, without encoding either.
+    return one.stored_json == other.stored_json or one.canonical_json == other.canonical_json
 
 
 #: Validation context of a command read back from storage (``Command.from_json_bytes``).
@@ -524,7 +536,8 @@ def parse_command(raw: bytes | str | dict[str, Any], *, max_bytes: int = 262_144
             # json.loads and model_validate; on any error the slow path below
             # finds the same problem and words it as ours.
             command = Command.model_validate_json(raw)
-            command.__dict__["stored_json"] = raw  # what ``cached`` would store
+            # bytes(): a bytearray the caller still holds would be stored as it changes.
+            command.__dict__["stored_json"] = bytes(raw)  # what ``cached`` would store
             return command
         except (ValidationError, InvalidSchedule):
             pass

@@ -17,7 +17,7 @@ from typing import Any
 from scheduler.domain import misfire, secrets
 from scheduler.domain.errors import InvalidCommand
 from scheduler.domain.jitter import delivery_time
-from scheduler.domain.models import Action, Command
+from scheduler.domain.models import Action, Command, same_command
 from scheduler.domain.timefmt import format_utc, parse_utc
 from scheduler.domain.timezones import resolve_zone, to_local
 from scheduler.domain.triggers import next_fire
@@ -107,14 +107,15 @@ class ScheduleRecord:
         }
 
     def to_bytes(self) -> bytes:
-        """``to_json()`` as JSON: the state first, then the command as ``stored_json`` holds it.
+        """The record as JSON: the state first, then the command as ``stored_json`` holds it.
 
         The command is most of a record and rarely changes between two writes
         of it, so it is not encoded again each time the state moves; and with
         it last, :meth:`from_bytes` can hand its bytes to pydantic as they are.
         A command read from a record of the topic keeps the text it was sent
-        as (``Command.stored_json``): the same command when read back, though
-        not always the same text as pydantic's encoding of it.
+        as (``Command.stored_json``): the same command when read back, but
+        not always the text of ``to_json()``'s ``"command"`` (which has every
+        default, and pydantic's forms of the values).
         """
         return self._state_text().encode() + _COMMAND_MEMBER + self.command.stored_json + b"}"
 
@@ -235,7 +236,7 @@ def apply(
             and current.timed is not None
             and current.next_fire_at is not None
             and current.next_fire_at <= accepted_at < current.timed
-            and command.canonical_json == current.command.canonical_json
+            and same_command(command, current.command)
         ):
             # The same schedule again while an instant waits for its jittered
             # delivery: that instant is still to be delivered, not skipped.
@@ -439,7 +440,7 @@ def revokes(record: ScheduleRecord, command: Command) -> bool:
     if command.action in (Action.DELETE, Action.PAUSE):
         return True
     if command.action is Action.UPSERT:
-        return command.canonical_json != record.command.canonical_json
+        return not same_command(command, record.command)
     return False
 
 
