@@ -195,14 +195,25 @@ async def test_a_fetch_that_waited_through_a_rebalance_belongs_to_the_new_genera
     assert [gen for _, _, gen in sink] == [4]  # as Faust stamps its own messages
 
 
-@pytest.mark.parametrize("why", ["flow stopped", "not active", "stopping"])
+@pytest.mark.parametrize("why", ["not active", "stopping"])
 async def test_records_faust_would_not_hand_on_are_dropped(sink: list[Any], why: str) -> None:
     consumer = _Consumer({CMD: records(0, 5, 3)})
-    consumer.flow_active = why != "flow stopped"
     consumer.should_stop = why == "stopping"
     active = {OTHER} if why == "not active" else {CMD}
     left = await bulk_fetch._getmany_diverting(consumer, active_partitions=active, timeout=1)
     assert left == {} and sink == []
+
+
+async def test_records_fetched_while_the_flow_is_stopped_are_kept_for_when_it_runs(
+    sink: list[Any],
+) -> None:
+    # Dropped, they were lost for good on a partition with no commit (nothing
+    # seeks it back); the command path waits for the flow before it handles them.
+    consumer = _Consumer({CMD: records(0, 5, 3)})
+    consumer.flow_active = False
+    left = await bulk_fetch._getmany_diverting(consumer, active_partitions={CMD}, timeout=1)
+    assert left == {}
+    assert [(tp, [r.offset for r in taken]) for tp, taken, _ in sink] == [(CMD, [5, 6, 7])]
 
 
 def test_a_partition_is_committed_to_its_watermark_and_never_back(
