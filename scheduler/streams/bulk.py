@@ -162,9 +162,19 @@ FLOW_POLL_S = 0.05
 
 
 def _flowing() -> bool:
-    """Whether Faust's flow runs: it stops it first thing when partitions move or the
-    worker stops, before its last commit and before it closes the tables."""
-    return not _Stop.stopping and bool(getattr(app.consumer, "flow_active", True))
+    """Whether commands may be handled: Faust's flow runs, and no rebalance or recovery does.
+
+    Faust stops its flow first thing when partitions move or the worker stops,
+    before its last commit and before it closes the tables. The flow alone is
+    not enough: a recovery resumes it to read the changelogs, before the
+    tables are restored, and the backlog may hold records of the new
+    assignment fetched meanwhile (``scheduler.patches.bulk_fetch`` keeps
+    them). Faust ends the rebalance once the tables are recovered and the
+    partitions seeked to their commits.
+    """
+    if _Stop.stopping or getattr(app, "rebalancing", False) or getattr(app, "in_recovery", False):
+        return False
+    return bool(getattr(app.consumer, "flow_active", True))
 
 
 bulk_fetch.divert(name_of(commands_topic), backlog.add)

@@ -291,3 +291,27 @@ def test_a_rejection_keeps_a_text_that_fits_whole_and_masks_before_it_cuts() -> 
         assert body.get("command_truncated", False) is cut
     short = json.loads(rejection(InvalidCommand("bad_json", "x"), b"{"))
     assert short["command"] == "{" and "command_truncated" not in short
+
+
+@pytest.mark.parametrize(
+    ("state", "handles"),
+    [
+        ({}, True),
+        ({"flow_active": False}, False),
+        ({"rebalancing": True}, False),
+        # A recovery resumes the flow to read the changelogs, tables not yet restored.
+        ({"in_recovery": True}, False),
+        ({"rebalancing": True, "in_recovery": True}, False),
+    ],
+)
+def test_commands_wait_for_the_flow_and_for_a_rebalance_and_its_recovery_to_end(
+    monkeypatch: pytest.MonkeyPatch, state: dict[str, bool], handles: bool
+) -> None:
+    consumer = SimpleNamespace(flow_active=state.get("flow_active", True))
+    fake = SimpleNamespace(
+        consumer=consumer,
+        rebalancing=state.get("rebalancing", False),
+        in_recovery=state.get("in_recovery", False),
+    )
+    monkeypatch.setattr(bulk, "app", fake)
+    assert bulk._flowing() is handles
