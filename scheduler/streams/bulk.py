@@ -223,11 +223,11 @@ async def handle(parts: list[Part]) -> None:
     if not _flowing():
         return
     handled: dict[Any, int] = {}
+    count = valid = 0  # before the try: its finally counts them
     batch = Batch()
     await batch.begin()
     try:
         _prefetch(live)
-        count = valid = 0
         for (tp, records), verdicts in zip(live, judged, strict=True):
             partition = tp.partition
             for record, command in zip(records, verdicts, strict=True):
