@@ -16,6 +16,7 @@ USES = (
     "faust.stores.rocksdb:Store.set_persisted_offset",
     "faust.tables.manager:TableManager.recovery",
     "faust.tables.recovery:Recovery.completed",
+    "faust.tables.recovery:Recovery.in_recovery",
     "faust.transport.drivers.aiokafka:Producer._ensure_producer",
     "faust.transport.consumer:Consumer._committed_offset",
     "aiokafka:AIOKafkaConsumer._client",
@@ -42,6 +43,17 @@ def active_dbs(table: Any) -> list[Any]:
 def persist_offset(table: Any, tp: Any, offset: int) -> None:
     """Record in ``tp``'s RocksDB how far its changelog is applied there, as Faust does."""
     table.data.set_persisted_offset(tp, offset)
+
+
+def settling(app: Any) -> bool:
+    """Whether a rebalance, or the recovery of the tables that ends it, is under way.
+
+    A recovery resumes Faust's flow to read the changelogs before the tables
+    are restored; Faust ends the rebalance once they are, and the partitions
+    are seeked to their commits. ``in_recovery`` is set on the app by
+    Faust's recovery, once one has started.
+    """
+    return bool(app.rebalancing or getattr(app, "in_recovery", False))
 
 
 def tables_recovered(app: Any) -> bool:

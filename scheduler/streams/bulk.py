@@ -37,7 +37,7 @@ from scheduler.admission import admit_batch
 from scheduler.app import app
 from scheduler.domain.errors import InvalidCommand
 from scheduler.domain.models import Command
-from scheduler.patches import bulk_fetch
+from scheduler.patches import bulk_fetch, private
 from scheduler.patches.wake_fetch import pause_fetching, resume_fetching
 from scheduler.streams import records as stored
 from scheduler.streams.accept import accept
@@ -166,13 +166,11 @@ def _flowing() -> bool:
 
     Faust stops its flow first thing when partitions move or the worker stops,
     before its last commit and before it closes the tables. The flow alone is
-    not enough: a recovery resumes it to read the changelogs, before the
-    tables are restored, and the backlog may hold records of the new
-    assignment fetched meanwhile (``scheduler.patches.bulk_fetch`` keeps
-    them). Faust ends the rebalance once the tables are recovered and the
-    partitions seeked to their commits.
+    not enough: a recovery resumes it before the tables are restored
+    (``private.settling``), and the backlog may hold records of the new
+    assignment fetched meanwhile (``scheduler.patches.bulk_fetch`` keeps them).
     """
-    if _Stop.stopping or getattr(app, "rebalancing", False) or getattr(app, "in_recovery", False):
+    if _Stop.stopping or private.settling(app):
         return False
     return bool(getattr(app.consumer, "flow_active", True))
 

@@ -366,7 +366,7 @@ SETTLED_POLL_S = 5.0
 
 def _settled() -> bool:
     """No rebalance running and the tables of every assigned partition recovered."""
-    if _Signal.stopping or app.rebalancing or app.in_recovery:
+    if _Signal.stopping or private.settling(app):
         return False
     return private.tables_recovered(app)
 
