@@ -50,6 +50,7 @@ MODULES = (
     "produce_guard",
     "commit_floor",
     "bulk_fetch",
+    "seek_uncommitted",
     "broker_guard",
     "private",
 )
