@@ -50,7 +50,6 @@ MODULES = (
     "produce_guard",
     "commit_floor",
     "bulk_fetch",
-    "seek_uncommitted",
     "broker_guard",
     "private",
 )

@@ -79,11 +79,6 @@ def divert(topic: str, sink: Sink) -> None:
     _sinks[topic] = sink
 
 
-def diverted() -> set[str]:
-    """The topics whose records go to a sink instead of Faust's streams."""
-    return set(_sinks)
-
-
 def done(consumer: Any, tp: Any, next_offset: int) -> None:
     """Every record of ``tp`` before ``next_offset`` is processed and may be committed."""
     if next_offset > _done.get(tp, -1):
