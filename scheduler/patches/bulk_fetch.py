@@ -26,16 +26,24 @@ the position has already passed them:
   commit yet (aiokafka's ``seek_to_committed``): a command fetched during
   a recovery, after the new assignment had set its position, was never read
   (a 404 in ``tests/integration/test_web_tokens.py``);
-- records of a partition no longer in the set of active partitions when
-  the fetch returns. Faust changes that set in place while the consumer's
-  thread fetches with it (a recovery pauses the stream partitions), so a
-  fetch asked for a partition that is paused by the time it returns: the
-  first command of a partition, lost (1 run in 10 to 15 of
+- records of a partition not in the set of active partitions when the
+  fetch returns. Faust changes that set in place while the consumer's
+  thread fetches with it: a new assignment makes every partition active,
+  then pauses the stream partitions until its recovery ends
+  (``App._on_partitions_assigned``), and aiokafka reads an empty set as
+  "every assigned partition". So a fetch under way brings records of a
+  partition that is paused by the time it returns: the first command of a
+  partition, lost (1 run in 10 to 15 of
   ``tests/integration/test_list_paging.py``; the dropped record was seen
-  in a worker's log, and 0 failures in 20 runs once kept).
+  in a worker's log, with ``active=[]``; 0 failures in 20 runs once kept).
+  aiokafka hands back records only of partitions assigned to this
+  consumer, and the generation they are stamped with changes only after
+  a revocation has run, so a kept record is never one of another owner's.
 
-A partition with a commit is read again from it after a rebalance, so some
-records may come twice; a command applied twice leaves the same schedule.
+A partition with a commit is read again from it after a rebalance or at
+the end of a recovery, so some records may come twice; a command applied
+twice leaves the same schedule (a rejection or a re-keyed copy may be sent
+twice).
 
 The sink's owner processes the records in offset order and then calls
 :func:`done` with the next offset to read; a commit takes that offset for

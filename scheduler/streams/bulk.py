@@ -12,9 +12,11 @@ records and firings are queued on the producer before the partition's
 offset may be committed (``bulk_fetch.done``), and Faust flushes the
 producer before it commits.
 
-Ownership: only records fetched in the current consumer generation, of
-partitions Faust had active, are handed over; a batch of an earlier
-generation is dropped, to be read again from the committed offset. A
+Ownership: every record a fetch brings is handed over
+(``scheduler.patches.bulk_fetch``, stamped with the generation current when
+it returned); a batch of an earlier generation is dropped, to be read again
+from the committed offset, and nothing is handled while a rebalance or its
+recovery runs (:func:`_flowing`). A
 revocation waits for the batch being handled, then drops the backlog and
 the revoked partitions' watermarks.
 
