@@ -33,9 +33,8 @@ the position has already passed them:
   (``App._on_partitions_assigned``), and aiokafka reads an empty set as
   "every assigned partition". So a fetch under way brings records of a
   partition that is paused by the time it returns: the first command of a
-  partition, lost (1 run in 10 to 15 of
-  ``tests/integration/test_list_paging.py``; the dropped record was seen
-  in a worker's log, with ``active=[]``; 0 failures in 20 runs once kept).
+  partition was lost (``tests/integration/test_list_paging.py``, now and
+  then; the dropped record was seen in a worker's log, with ``active=[]``).
   aiokafka hands back records only of partitions assigned to this
   consumer, and the generation they are stamped with changes only after
   a revocation has run, so a kept record is never one of another owner's.
