@@ -16,9 +16,8 @@ Ownership: every record a fetch brings is handed over
 (``scheduler.patches.bulk_fetch``, stamped with the generation current when
 it returned); a batch of an earlier generation is dropped, to be read again
 from the committed offset, and nothing is handled while a rebalance or its
-recovery runs (:func:`_flowing`). A
-revocation waits for the batch being handled, then drops the backlog and
-the revoked partitions' watermarks.
+recovery runs (:func:`_flowing`). A revocation waits for the batch being
+handled, then drops the backlog and the revoked partitions' watermarks.
 
 Bounds: the backlog holds at most about ``BACKLOG_MAX`` records. Past it the
 partition that brought more is paused in the client (which keeps its

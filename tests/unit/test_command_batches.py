@@ -206,11 +206,12 @@ async def test_records_of_a_partition_paused_while_they_were_fetched_are_kept(
     sink: list[Any],
 ) -> None:
     # Faust changes its set of active partitions in place (a new assignment
-    # pauses the stream partitions until its recovery ends) while the consumer's
-    # thread fetches with it: records fetched while the partition was active
-    # come back after it no longer is. Dropped, they were lost (the position had passed them, and a
-    # partition with no commit is not sought back); the ownership check is the
-    # generation, which the command path makes before it handles anything.
+    # pauses the stream partitions until its recovery ends) while the
+    # consumer's thread fetches with it: records fetched while the partition
+    # was active come back after it no longer is. Dropped, they were lost (the
+    # position had passed them, and a partition with no commit is not sought
+    # back); the ownership check is the generation, which the command path
+    # makes before it handles anything.
     consumer = _Consumer({CMD: records(0, 5, 3)})
     left = await bulk_fetch._getmany_diverting(consumer, active_partitions={OTHER}, timeout=1)
     assert left == {}
