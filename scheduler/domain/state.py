@@ -20,7 +20,6 @@ from scheduler.domain.jitter import delivery_time
 from scheduler.domain.models import Action, Command, same_command
 from scheduler.domain.timefmt import format_utc, parse_utc
 from scheduler.domain.timezones import resolve_zone, to_local
-from scheduler.domain.triggers import next_fire
 
 _BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
 _COMMAND_MEMBER = b',"command":'
@@ -128,11 +127,15 @@ class ScheduleRecord:
         markedly cheaper than ``json`` (measured in bench/ ``pieces``).
         A test holds it equal to ``compact_json(_state_json())``.
         """
+        accepted = format_utc(self.accepted_at, micros=True)
+        # A new record's three instants are one object (``apply``): written once.
+        created = accepted if self.created_at is self.accepted_at else None
+        updated = accepted if self.updated_at is self.accepted_at else None
         head = (
             f'{{"schedule_id":"{self.schedule_id}","status":"{self.status!s}",'
-            f'"accepted_at":"{format_utc(self.accepted_at, micros=True)}",'
-            f'"created_at":"{format_utc(self.created_at, micros=True)}",'
-            f'"updated_at":"{format_utc(self.updated_at, micros=True)}",'
+            f'"accepted_at":"{accepted}",'
+            f'"created_at":"{created or format_utc(self.created_at, micros=True)}",'
+            f'"updated_at":"{updated or format_utc(self.updated_at, micros=True)}",'
             f'"next_fire_at":{_json_instant(self.next_fire_at)},'
         )
         if (
@@ -200,7 +203,7 @@ def next_instant(command: Command, accepted_at: datetime, after: datetime) -> da
     start = command.start_at()
     if start is not None and after < start:
         after = start - _TICK
-    instant = next_fire(command.trigger(accepted_at), after)
+    instant = command.fire_after(accepted_at, after)
     end = command.end_at()
     if instant is not None and end is not None and instant > end:
         return None

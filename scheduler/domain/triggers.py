@@ -83,27 +83,35 @@ def validate(spec: TriggerSpec) -> None:
     it is stored with the schedule and used to show fire times back in local
     time, so a bad one would only fail later, further from the command.
     """
-    if spec.kind not in KINDS:
-        raise InvalidSchedule(
-            f"unknown schedule type {spec.kind!r}; expected one of {', '.join(KINDS)}"
-        )
-    resolve_zone(spec.zone)
-    if spec.kind == "cron":
-        parse_cron(spec.expression)
-    elif spec.kind == "date":
-        _date_instant(spec.expression, spec.zone)
-    elif spec.kind in ("delay", "delay-recur"):
-        step = _delay(spec.expression)
-        if spec.kind == "delay-recur" and step < MIN_RECUR:
+    validate_parts(spec.kind, spec.expression, spec.zone, spec.accepted_at)
+
+
+def validate_parts(kind: str, expression: str, zone: str, accepted_at: datetime) -> None:
+    """:func:`validate` of a spec's fields, without building the spec.
+
+    Every command is validated as it arrives, and building the frozen
+    dataclass was a visible share of that (measured in the commit that
+    added this); the validation of ``Command`` calls this directly.
+    """
+    if kind not in KINDS:
+        raise InvalidSchedule(f"unknown schedule type {kind!r}; expected one of {', '.join(KINDS)}")
+    resolve_zone(zone)
+    if kind == "cron":
+        parse_cron(expression)
+    elif kind == "date":
+        _date_instant(expression, zone)
+    elif kind in ("delay", "delay-recur"):
+        step = _delay(expression)
+        if kind == "delay-recur" and step < MIN_RECUR:
             raise InvalidSchedule(
-                f"delay-recur {spec.expression!r} is shorter than the minimum interval "
+                f"delay-recur {expression!r} is shorter than the minimum interval "
                 f"of {MIN_RECUR.total_seconds():g} s"
             )
         try:
-            spec.accepted_at + step
+            accepted_at + step
         except OverflowError:
             raise InvalidSchedule(
-                f"delay {spec.expression!r} is too large: it ends after the year 9999"
+                f"delay {expression!r} is too large: it ends after the year 9999"
             ) from None
 
 
@@ -114,24 +122,42 @@ def next_fire(spec: TriggerSpec, after: datetime) -> datetime | None:
     one without repeats.  To include a one-shot's own instant, pass an
     ``after`` before it (a ``now`` fires *at* ``accepted_at``).
     """
+    return next_fire_parts(
+        spec.kind, spec.expression, spec.zone, spec.accepted_at, spec.start, after
+    )
+
+
+def next_fire_parts(
+    kind: str,
+    expression: str,
+    zone: str,
+    accepted_at: datetime,
+    start: datetime | None,
+    after: datetime,
+) -> datetime | None:
+    """:func:`next_fire` of a spec's fields, without building the spec.
+
+    ``Command.fire_after`` calls this for every command it stores, for the same
+    reason as :func:`validate_parts`; ``accepted_at`` must be aware, as the
+    spec's own check would insist.
+    """
     if after.tzinfo is None:
         raise ValueError(f"after must be timezone-aware, got {after!r}")
-    kind = spec.kind
     if kind == "cron":
-        return _next_cron(spec.expression, resolve_zone(spec.zone), after)
+        return _next_cron(expression, resolve_zone(zone), after)
     if kind == "date":
-        return _once(_date_instant(spec.expression, spec.zone), after)
+        return _once(_date_instant(expression, zone), after)
     if kind == "delay":
-        return _once(_utc(spec.accepted_at + _delay(spec.expression)), after)
+        return _once(_utc(accepted_at + _delay(expression)), after)
     if kind == "delay-recur":
-        step = _delay(spec.expression)
-        if spec.start is not None:
+        step = _delay(expression)
+        if start is not None:
             # Anchored at start: start, start + step, ... (one step back, then k >= 1).
-            return _next_recurring(spec.start - step, step, after)
-        return _next_recurring(spec.accepted_at, step, after)
+            return _next_recurring(start - step, step, after)
+        return _next_recurring(accepted_at, step, after)
     if kind == "now":
-        return _once(_utc(spec.accepted_at), after)
-    validate(spec)  # raises: the kind is unknown
+        return _once(_utc(accepted_at), after)
+    validate_parts(kind, expression, zone, accepted_at)  # raises: the kind is unknown
     return None
 
 

@@ -4,6 +4,9 @@ import json
 import random
 from datetime import UTC, datetime, timedelta, timezone
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from scheduler.domain.ids import compact_json, firing_id, murmur2, schedule_id
 
 
@@ -58,3 +61,10 @@ def test_schedule_id_is_the_hash_of_the_compact_json_array_for_any_fields() -> N
         assert schedule_id(*fields) == "sch_" + hashlib.sha256(canonical).hexdigest()[:32]
 
     check()
+
+
+@given(st.binary(max_size=300))
+def test_murmur2_matches_kafkas_for_any_key(data: bytes) -> None:
+    from aiokafka.partitioner import murmur2 as reference
+
+    assert murmur2(data) == reference(data)
