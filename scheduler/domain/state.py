@@ -129,13 +129,13 @@ class ScheduleRecord:
         """
         accepted = format_utc(self.accepted_at, micros=True)
         # A new record's three instants are one object (``apply``): written once.
-        created = accepted if self.created_at is self.accepted_at else None
-        updated = accepted if self.updated_at is self.accepted_at else None
+        same = self.created_at is self.accepted_at
+        created = accepted if same else format_utc(self.created_at, micros=True)
+        same = self.updated_at is self.accepted_at
+        updated = accepted if same else format_utc(self.updated_at, micros=True)
         head = (
             f'{{"schedule_id":"{self.schedule_id}","status":"{self.status!s}",'
-            f'"accepted_at":"{accepted}",'
-            f'"created_at":"{created or format_utc(self.created_at, micros=True)}",'
-            f'"updated_at":"{updated or format_utc(self.updated_at, micros=True)}",'
+            f'"accepted_at":"{accepted}","created_at":"{created}","updated_at":"{updated}",'
             f'"next_fire_at":{_json_instant(self.next_fire_at)},'
         )
         if (
