@@ -445,11 +445,8 @@ class Command(_Strict):
         return TriggerSpec(*self._trigger_fields(accepted_at))
 
     def fire_after(self, accepted_at: datetime, after: datetime) -> datetime | None:
-        """``next_fire(self.trigger(accepted_at), after)``, without building the spec.
-
-        Every command stored asks for its first instant: building the frozen
-        dataclass for it was a visible share of storing one.
-        """
+        """``next_fire(self.trigger(accepted_at), after)``, without building the spec
+        (``triggers.next_fire_parts`` says why)."""
         return next_fire_parts(*self._trigger_fields(accepted_at), after)
 
     def _trigger_fields(

@@ -128,11 +128,16 @@ class ScheduleRecord:
         A test holds it equal to ``compact_json(_state_json())``.
         """
         accepted = format_utc(self.accepted_at, micros=True)
-        # A new record's three instants are one object (``apply``): written once.
-        same = self.created_at is self.accepted_at
-        created = accepted if same else format_utc(self.created_at, micros=True)
-        same = self.updated_at is self.accepted_at
-        updated = accepted if same else format_utc(self.updated_at, micros=True)
+        # An upsert sets updated_at (and a new record created_at too) to the very
+        # object it accepts at (``apply``): that text is formatted once.
+        if self.created_at is self.accepted_at:
+            created = accepted
+        else:
+            created = format_utc(self.created_at, micros=True)
+        if self.updated_at is self.accepted_at:
+            updated = accepted
+        else:
+            updated = format_utc(self.updated_at, micros=True)
         head = (
             f'{{"schedule_id":"{self.schedule_id}","status":"{self.status!s}",'
             f'"accepted_at":"{accepted}","created_at":"{created}","updated_at":"{updated}",'

@@ -31,7 +31,15 @@ from scheduler.domain.timezones import (
     to_local,
 )
 
-__all__ = ["KINDS", "TriggerSpec", "fire_times", "next_fire", "validate"]
+__all__ = [
+    "KINDS",
+    "TriggerSpec",
+    "fire_times",
+    "next_fire",
+    "next_fire_parts",
+    "validate",
+    "validate_parts",
+]
 
 KINDS = ("cron", "date", "delay", "delay-recur", "now")
 
@@ -89,9 +97,9 @@ def validate(spec: TriggerSpec) -> None:
 def validate_parts(kind: str, expression: str, zone: str, accepted_at: datetime) -> None:
     """:func:`validate` of a spec's fields, without building the spec.
 
-    Every command is validated as it arrives, and building the frozen
-    dataclass was a visible share of that (measured in the commit that
-    added this); the validation of ``Command`` calls this directly.
+    ``Command``'s validation calls this: every command is checked as it
+    arrives, and building the frozen dataclass for it cost as much as some
+    of the checks.
     """
     if kind not in KINDS:
         raise InvalidSchedule(f"unknown schedule type {kind!r}; expected one of {', '.join(KINDS)}")
@@ -137,12 +145,14 @@ def next_fire_parts(
 ) -> datetime | None:
     """:func:`next_fire` of a spec's fields, without building the spec.
 
-    ``Command.fire_after`` calls this for every command it stores, for the same
-    reason as :func:`validate_parts`; ``accepted_at`` must be aware, as the
-    spec's own check would insist.
+    ``Command.fire_after`` calls this, for the same reason as
+    :func:`validate_parts`: a schedule's next instant is asked for whenever
+    a command stores it and whenever it is woken or resumed.
     """
     if after.tzinfo is None:
         raise ValueError(f"after must be timezone-aware, got {after!r}")
+    if accepted_at.tzinfo is None:  # as the spec's own check insists
+        raise ValueError(f"accepted_at must be timezone-aware, got {accepted_at!r}")
     if kind == "cron":
         return _next_cron(expression, resolve_zone(zone), after)
     if kind == "date":

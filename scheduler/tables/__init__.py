@@ -113,10 +113,9 @@ def prefetch(table: Any, partition: int, keys: list[bytes]) -> None:
     and one ``get`` a key made those reads a real share of the command
     agent's time in a burst. A multi-get costs less a key than a ``get``,
     and saves more of the worker's CPU than that difference alone explains:
-    each ``get`` also lets go of the GIL, and the consumer's thread takes it.
-    (A compiled murmur2 that let go of the GIL on every call made the worker
-    slower, not faster: see commit 7fc8e31.)
-    Measured in bench/, see bench/RESULTS.md.
+    each ``get`` also lets go of the GIL, and the consumer's thread takes it
+    (see ``scheduler.domain.ids.murmur2``). Measured in bench/, see
+    bench/RESULTS.md.
     What is read here is dropped at the next :func:`flush`, the first
     moment anything else could have changed these keys in RocksDB; a key
     written in between is found among the staged writes first.
