@@ -112,10 +112,11 @@ def prefetch(table: Any, partition: int, keys: list[bytes]) -> None:
     A batch of commands reads each schedule once, mostly to find it is new,
     and one ``get`` a key made those reads a real share of the command
     agent's time in a burst. A multi-get costs less a key than a ``get``,
-    and saves more of the worker's CPU than that difference alone explains:
-    each ``get`` also lets go of the GIL, and the consumer's thread takes it
-    (see ``scheduler.domain.ids.murmur2``). Measured in bench/, see
-    bench/RESULTS.md.
+    and saves more of the worker's CPU than that difference alone explains;
+    not pinned down (rocksdict's ``get`` keeps the GIL; its multi-get lets go
+    of it once a call, and the consumer's thread may then take it: see
+    ``scheduler.domain.ids.murmur2`` for what that costs a call made per
+    command). Measured in bench/, see bench/RESULTS.md.
     What is read here is dropped at the next :func:`flush`, the first
     moment anything else could have changed these keys in RocksDB; a key
     written in between is found among the staged writes first.
