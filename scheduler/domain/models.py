@@ -407,7 +407,7 @@ class Command(_Strict):
                         raise ValueError(f"{name}: {exc}") from None
         try:
             # The spec's fields, not the spec: every command is checked here.
-            validate_parts(str(self.type), self.schedule or "", self.timezone, _VALIDATION_EPOCH)
+            validate_parts(*self._trigger_fields(_VALIDATION_EPOCH)[:4])
         except InvalidSchedule as exc:
             raise ValueError(f"schedule: {exc}") from None
         if bounded and self.type.one_shot:
