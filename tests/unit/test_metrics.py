@@ -363,6 +363,67 @@ async def test_a_partition_is_counted_in_slices_and_changes_during_the_count_add
     assert served_counts()["completed"] == 2
 
 
+async def test_partitions_are_counted_one_after_another(
+    db: Rdict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One RocksDB stands in for both partitions: each count reads all 10 records.
+    monkeypatch.setattr(census, "SLICE", 2)
+    for n in range(10):
+        put(db, record(n, state.Status.ACTIVE))
+    census.reconcile({0, 1})
+    first, second = census._counts[0], census._counts[1]
+    turns = 0
+    while not first.done:
+        assert second.by_status["active"] == 0, "the second count read while the first did"
+        await asyncio.sleep(0)
+        turns += 1
+    assert turns >= 4  # the first count took several turns, the second read in none of them
+    while not second.done:
+        await asyncio.sleep(0)
+    assert first.by_status["active"] == second.by_status["active"] == 10
+
+
+async def test_a_dropped_count_lets_the_next_one_read(
+    db: Rdict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(census, "SLICE", 2)
+    for n in range(10):
+        put(db, record(n, state.Status.ACTIVE))
+    census.reconcile({0, 1})
+    second = census._counts[1]
+    await asyncio.sleep(0)
+    census.reconcile({1})  # partition 0 moved away mid-count
+    async with asyncio.timeout(5):
+        while not second.done:
+            await asyncio.sleep(0)
+    assert served_counts()["active"] == 10
+
+
+@pytest.mark.parametrize("busy", [False, True])
+async def test_a_count_steps_aside_while_the_loop_is_busy(
+    db: Rdict, monkeypatch: pytest.MonkeyPatch, busy: bool
+) -> None:
+    monkeypatch.setattr(census, "SLICE", 2)
+    monkeypatch.setattr(census, "BUSY_PAUSE_S", 0.05)
+    # Every turn counts as busy (a threshold below any turn), or none does.
+    monkeypatch.setattr(census, "BUSY_S", -1.0 if busy else 60.0)
+    for n in range(10):
+        put(db, record(n, state.Status.ACTIVE))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    census.reconcile({0})
+    count = census._counts[0]
+    while not count.done:
+        await asyncio.sleep(0)
+    took = loop.time() - started
+    # Five slices of two records; after each of the first five, a pause when busy.
+    if busy:
+        assert took >= 5 * 0.05
+    else:
+        assert took < 0.05
+    assert count.by_status["active"] == 10
+
+
 async def test_a_rebalance_drops_the_counts_and_lets_go_of_the_snapshot(
     db: Rdict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
