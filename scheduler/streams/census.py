@@ -6,28 +6,29 @@ starts (it is then this worker's, and its table has recovered), and from
 then on kept up to date by ``scheduler.streams.records.store``, the one
 writer of records, which reports every change of a status (:func:`changed`).
 
-The first count reads the partition's RocksDB in slices of ``SLICE``
-records, with a turn of the event loop between two, so it holds up a firing
-a millisecond at most; a million records take a few seconds of a worker's
-spare time. Spare time only: the partitions are read one after another, not
-all at once, and while other work keeps the loop busy the count pauses
-``BUSY_PAUSE_S`` after each slice (on a loop that stays busy, a million
-records then take about 100 s: the figure is late, the firings are not). A
-timer starts with every instant that fell due while the worker was down, and
-counts read alongside it at full speed held the first on-time firing after a
-restart with a million schedules back by about 0.7 s (measured in the commit
-that added the pause). It reads a snapshot: the staged writes are flushed
-and the iterator opened (which pins what it reads) in one step with no
-await, and every store from that step on is counted as a change. So the
-count and the changes add up however the agents write meanwhile. A partition
-is served once its first count is done; a rebalance drops every count, and
-they start again with the timers.
+The first count reads the partition's RocksDB in slices of ``SLICE`` records
+(about half a millisecond each), and after each slice it sleeps four times
+as long as the slice took (``SHARE``: a fifth of the time while it reads),
+one partition after another. So a million records take some 12 s of a
+worker's spare time, and a firing waits half a millisecond at most. Not at
+full speed: a timer starts with every instant that fell due while the worker
+was down, and a count that read in slices with only a turn of the loop
+between two held the first on-time firing after a restart with a million
+schedules back by up to 1.9 s (measured in the commit that added the sleep;
+our reading is that the consumer's thread waited for the interpreter lock
+while a slice ran). It reads a snapshot: the staged writes are flushed and
+the iterator opened (which pins what it reads) in one step with no await,
+and every store from that step on is counted as a change. So the count and
+the changes add up however the agents write meanwhile. A partition is served
+once its first count is done; a rebalance drops every count, and they start
+again with the timers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from scheduler import metrics, tables
@@ -38,13 +39,12 @@ from scheduler.tables import partition_db, schedules
 log = logging.getLogger(__name__)
 
 STATUSES = tuple(status.value for status in state.Status)
-#: Records read between two turns of the event loop: about a millisecond's
-#: work (the measurement is in the commit that added this module).
-SLICE = 500
-#: A turn of the event loop slower than this means other work is waiting on it.
-BUSY_S = 0.002
-#: How long the count steps aside after a slice while the loop is busy.
-BUSY_PAUSE_S = 0.050
+#: Records read between two sleeps: about half a millisecond's work (2.5 µs
+#: a record, measured when the slices were first sized).
+SLICE = 200
+#: The share of the time a count reads while it runs: after each slice it
+#: sleeps (1 - SHARE) / SHARE times as long as the slice took.
+SHARE = 0.2
 #: Schedule ids start so (``scheduler.domain.ids``); Faust keeps its offset under another key.
 _PREFIX = b"sch_"
 #: A record's status member, near its start (``ScheduleRecord.to_bytes`` writes it second).
@@ -106,15 +106,13 @@ async def _read(count: _Count, earlier: list[asyncio.Future[None]]) -> None:
     if earlier:
         # wait() neither raises a cancelled count's error here nor cancels it.
         await asyncio.wait(earlier)
-    loop = asyncio.get_running_loop()
+    rest = (1 - SHARE) / SHARE
     while count.iterator is not None:
+        started = time.perf_counter()
         if tally(count.iterator, count.by_status, SLICE):
             count.iterator = None  # done; and the snapshot is let go
             return
-        turn = loop.time()
-        await asyncio.sleep(0)
-        if loop.time() - turn > BUSY_S:
-            await asyncio.sleep(BUSY_PAUSE_S)
+        await asyncio.sleep((time.perf_counter() - started) * rest)
 
 
 def tally(iterator: Any, by_status: dict[str, int], limit: int) -> bool:

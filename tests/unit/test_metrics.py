@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import replace
@@ -399,29 +400,33 @@ async def test_a_dropped_count_lets_the_next_one_read(
     assert served_counts()["active"] == 10
 
 
-@pytest.mark.parametrize("busy", [False, True])
-async def test_a_count_steps_aside_while_the_loop_is_busy(
-    db: Rdict, monkeypatch: pytest.MonkeyPatch, busy: bool
+async def test_a_count_sleeps_four_times_as_long_as_each_slice_took(
+    db: Rdict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(census, "SLICE", 2)
-    monkeypatch.setattr(census, "BUSY_PAUSE_S", 0.05)
-    # Every turn counts as busy (a threshold below any turn), or none does.
-    monkeypatch.setattr(census, "BUSY_S", -1.0 if busy else 60.0)
     for n in range(10):
         put(db, record(n, state.Status.ACTIVE))
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+    tally = census.tally
+
+    def slow_tally(iterator: Any, by_status: dict[str, int], limit: int) -> bool:
+        time.sleep(0.01)  # each slice takes 10 ms
+        return tally(iterator, by_status, limit)
+
+    monkeypatch.setattr(census, "tally", slow_tally)
     census.reconcile({0})
     count = census._counts[0]
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    free: list[float] = []  # how long the loop was left alone at each turn
     while not count.done:
+        turn = loop.time()
         await asyncio.sleep(0)
+        free.append(loop.time() - turn)
     took = loop.time() - started
-    # Five slices of two records; after each of the first five, a pause when busy.
-    if busy:
-        assert took >= 5 * 0.05
-    else:
-        assert took < 0.05
+    # Six slices (the sixth finds the end), and a sleep of about 40 ms after each of the first five.
+    assert took >= 6 * 0.01 + 5 * 0.04 * 0.9
     assert count.by_status["active"] == 10
+    assert max(free) < 0.04, "a turn of the loop waited for more than one slice"
 
 
 async def test_a_rebalance_drops_the_counts_and_lets_go_of_the_snapshot(
