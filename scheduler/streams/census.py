@@ -7,21 +7,30 @@ then on kept up to date by ``scheduler.streams.records.store``, the one
 writer of records, which reports every change of a status (:func:`changed`).
 
 The first count reads the partition's RocksDB in slices of ``SLICE`` records
-(about half a millisecond each), and after each slice it sleeps four times
-as long as the slice took (``SHARE``: a fifth of the time while it reads),
-one partition after another. So a million records take some 12 s of a
-worker's spare time, and a firing waits half a millisecond at most. Not at
-full speed: a timer starts with every instant that fell due while the worker
-was down, and a count that read in slices with only a turn of the loop
-between two held the first on-time firing after a restart with a million
-schedules back by up to 1.9 s (measured in the commit that added the sleep;
-our reading is that the consumer's thread waited for the interpreter lock
-while a slice ran). It reads a snapshot: the staged writes are flushed and
-the iterator opened (which pins what it reads) in one step with no await,
-and every store from that step on is counted as a change. So the count and
-the changes add up however the agents write meanwhile. A partition is served
-once its first count is done; a rebalance drops every count, and they start
-again with the timers.
+(about half a millisecond each, when a record's status is near its start, as
+:func:`status_of` expects), and after each slice it sleeps four times as
+long as the slice took: it takes a fifth of the event loop while it reads
+(``SHARE``), whatever else waits. The partitions are read one after another.
+So a million records take at least 12.5 s (2.5 s of reading), and a firing
+waits half a millisecond at most for a slice.
+
+Why not faster: after a restart a timer starts with every instant that fell
+due while the worker was down. With a million schedules back after a
+SIGKILL, the gap from the worker's readiness to its first on-time firing was
+at most 0.1 s with no count at all (4 restarts); 0.7 to 0.8 s with every
+partition read at once, slice after slice with a turn of the loop between
+two (one restart at each of two commits); 0.1 to 1.9 s with one partition at
+a time pausing 50 ms after a slice when the loop was busy (4 restarts); and
+at most 0.07 s so (4 restarts; the commit that set ``SHARE`` has the
+figures).
+
+A count reads a snapshot, taken at its turn: the staged writes are flushed
+and the iterator opened (which pins what it reads) in one step with no
+await, and every store from that step on is counted as a change; a count
+waiting for its turn counts none. So the count and the changes add up
+however the agents write meanwhile. A partition is served once its first
+count is done; a rebalance drops every count, and they start again with the
+timers.
 """
 
 from __future__ import annotations
@@ -40,7 +49,7 @@ log = logging.getLogger(__name__)
 
 STATUSES = tuple(status.value for status in state.Status)
 #: Records read between two sleeps: about half a millisecond's work (2.5 µs
-#: a record, measured when the slices were first sized).
+#: a record of 1 KB, measured in b05685e).
 SLICE = 200
 #: The share of the time a count reads while it runs: after each slice it
 #: sleeps (1 - SHARE) / SHARE times as long as the slice took.
@@ -53,16 +62,21 @@ _LOOK = 128
 
 
 class _Count:
-    """One partition's count: per status, and the snapshot still being read."""
+    """One partition's count: per status, and the snapshot still being read.
 
-    def __init__(self, iterator: Any) -> None:
+    A count waiting for its turn has no snapshot yet and counts no change:
+    the snapshot it takes at its turn holds every change made until then.
+    """
+
+    def __init__(self, iterator: Any, *, waiting: bool = False) -> None:
         self.by_status = dict.fromkeys(STATUSES, 0)
         self.iterator: Any = iterator
+        self.waiting = waiting
         self.task: asyncio.Future[None] | None = None
 
     @property
     def done(self) -> bool:
-        return self.iterator is None
+        return self.iterator is None and not self.waiting
 
 
 _counts: dict[int, _Count] = {}
@@ -71,7 +85,7 @@ _counts: dict[int, _Count] = {}
 def changed(partition: int, before: str | None, after: str | None) -> None:
     """A record of ``partition`` went from status ``before`` to ``after`` (None: no record)."""
     count = _counts.get(partition)
-    if count is None:
+    if count is None or count.waiting:
         return  # not counted here (yet): its first count will read the change
     by_status = count.by_status
     if before is not None:
@@ -92,27 +106,46 @@ def reconcile(wanted: set[int]) -> None:
 
 
 def _start(partition: int) -> None:
-    # The counts still reading go first: one partition is read at a time.
+    # The counts still reading go first: one partition is read at a time, and
+    # its snapshot is taken at its turn, not held (with the files it pins) while
+    # it waits.
     earlier = [c.task for c in _counts.values() if c.task is not None and not c.task.done()]
-    # No await from the flush to the iterator: see the module's docstring.
+    if earlier:
+        count = _counts[partition] = _Count(None, waiting=True)
+    else:
+        count = _counts[partition] = _Count(_snapshot(partition))
+    count.task = asyncio.ensure_future(_read(partition, count, earlier))
+
+
+def _snapshot(partition: int) -> Any:
+    """The partition's records as of now, from its first schedule id on."""
+    # No await from the flush to the iterator, nor from the iterator to counting
+    # the changes: see the module's docstring.
     tables.flush()
     iterator = partition_db(schedules, partition).iter()
     iterator.seek(_PREFIX)
-    count = _counts[partition] = _Count(iterator)
-    count.task = asyncio.ensure_future(_read(count, earlier))
+    return iterator
 
 
-async def _read(count: _Count, earlier: list[asyncio.Future[None]]) -> None:
-    if earlier:
-        # wait() neither raises a cancelled count's error here nor cancels it.
-        await asyncio.wait(earlier)
-    rest = (1 - SHARE) / SHARE
-    while count.iterator is not None:
-        started = time.perf_counter()
-        if tally(count.iterator, count.by_status, SLICE):
-            count.iterator = None  # done; and the snapshot is let go
-            return
-        await asyncio.sleep((time.perf_counter() - started) * rest)
+async def _read(partition: int, count: _Count, earlier: list[asyncio.Future[None]]) -> None:
+    try:
+        if earlier:
+            # wait() neither raises a cancelled count's error here nor cancels it.
+            await asyncio.wait(earlier)
+            count.iterator = _snapshot(partition)
+            count.waiting = False  # from now on its changes count
+        rest = (1 - SHARE) / SHARE
+        while count.iterator is not None:
+            started = time.perf_counter()
+            if tally(count.iterator, count.by_status, SLICE):
+                count.iterator = None  # done; and the snapshot is let go
+                return
+            await asyncio.sleep((time.perf_counter() - started) * rest)
+    except Exception:
+        log.exception("cannot count the schedules of partition %d", partition)
+        count.iterator = None
+        if _counts.get(partition) is count:
+            del _counts[partition]  # the next reconcile starts it again
 
 
 def tally(iterator: Any, by_status: dict[str, int], limit: int) -> bool:

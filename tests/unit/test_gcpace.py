@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -50,12 +51,17 @@ def test_the_interval_passing_allows_the_next_and_every_few_is_generation_1(
     collections: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(gcpace, "YOUNG_EVERY_S", 0.01)
+    # gcpace's clock, moved by hand: with the real one and a real sleep, a
+    # process descheduled between the two calls saw its "too soon" call collect.
+    now = [time.monotonic()]
+    monkeypatch.setattr(gcpace, "time", SimpleNamespace(monotonic=lambda: now[0]))
     gc.disable()
     try:
         for _ in range(2 * gcpace.MIDDLE_EVERY):
             gcpace.pace()
+            now[0] += 0.009
             gcpace.pace()  # too soon: nothing
-            time.sleep(0.012)
+            now[0] += 0.003
     finally:
         gc.enable()
     expected = ([0] * (gcpace.MIDDLE_EVERY - 1) + [1]) * 2
