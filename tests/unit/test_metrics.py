@@ -364,6 +364,15 @@ async def test_a_partition_is_counted_in_slices_and_changes_during_the_count_add
     assert served_counts()["completed"] == 2
 
 
+@pytest.fixture
+def ten(db: Rdict, monkeypatch: pytest.MonkeyPatch) -> Rdict:
+    """``db`` holding 10 active records, counted 2 a slice."""
+    monkeypatch.setattr(census, "SLICE", 2)
+    for n in range(10):
+        put(db, record(n, state.Status.ACTIVE))
+    return db
+
+
 async def until_done(count: census._Count) -> int:
     """Turns of the loop until ``count`` is done (a hang fails in 5 s)."""
     turns = 0
@@ -374,13 +383,8 @@ async def until_done(count: census._Count) -> int:
     return turns
 
 
-async def test_partitions_are_counted_one_after_another(
-    db: Rdict, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_partitions_are_counted_one_after_another(ten: Rdict) -> None:
     # One RocksDB stands in for both partitions: each count reads all 10 records.
-    monkeypatch.setattr(census, "SLICE", 2)
-    for n in range(10):
-        put(db, record(n, state.Status.ACTIVE))
     census.reconcile({0, 1})
     first, second = census._counts[0], census._counts[1]
     assert second.waiting and second.iterator is None  # no snapshot held while it waits
@@ -432,12 +436,7 @@ async def test_a_count_waiting_for_its_turn_reads_the_changes_made_meanwhile(
             one.close()
 
 
-async def test_a_dropped_count_lets_the_next_one_read(
-    db: Rdict, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(census, "SLICE", 2)
-    for n in range(10):
-        put(db, record(n, state.Status.ACTIVE))
+async def test_a_dropped_count_lets_the_next_one_read(ten: Rdict) -> None:
     census.reconcile({0, 1})
     second = census._counts[1]
     await asyncio.sleep(0)
@@ -447,11 +446,8 @@ async def test_a_dropped_count_lets_the_next_one_read(
 
 
 async def test_a_count_sleeps_four_times_as_long_as_each_slice_took(
-    db: Rdict, monkeypatch: pytest.MonkeyPatch
+    ten: Rdict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(census, "SLICE", 2)
-    for n in range(10):
-        put(db, record(n, state.Status.ACTIVE))
     tally = census.tally
     turn = 0
     sliced_at: list[int] = []  # the turn of the loop each slice ran in
