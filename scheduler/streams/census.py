@@ -15,14 +15,8 @@ So a million records take at least 12.5 s (2.5 s of reading), and a firing
 waits half a millisecond at most for a slice.
 
 Why not faster: after a restart a timer starts with every instant that fell
-due while the worker was down. With a million schedules back after a
-SIGKILL, the gap from the worker's readiness to its first on-time firing was
-at most 0.1 s with no count at all (4 restarts); 0.7 to 0.8 s with every
-partition read at once, slice after slice with a turn of the loop between
-two (one restart at each of two commits); 0.1 to 1.9 s with one partition at
-a time pausing 50 ms after a slice when the loop was busy (4 restarts); and
-at most 0.07 s so (4 restarts; the commit that set ``SHARE`` has the
-figures).
+due while the worker was down, and counts reading at full speed alongside
+held those firings back (the commits that set ``SHARE`` have the figures).
 
 A count reads a snapshot, taken at its turn: the staged writes are flushed
 and the iterator opened (which pins what it reads) in one step with no
@@ -48,8 +42,8 @@ from scheduler.tables import partition_db, schedules
 log = logging.getLogger(__name__)
 
 STATUSES = tuple(status.value for status in state.Status)
-#: Records read between two sleeps: about half a millisecond's work (2.5 µs
-#: a record of 1 KB, measured in b05685e).
+#: Records read between two sleeps, sized to about half a millisecond's work
+#: (the cost of a record is in the message of b05685e).
 SLICE = 200
 #: The share of the time a count reads while it runs: after each slice it
 #: sleeps (1 - SHARE) / SHARE times as long as the slice took.
