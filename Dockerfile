@@ -13,6 +13,25 @@
 # interpreter of the second. Pin a digest with
 #   --build-arg PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:...
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+# The compiled lane's builder (native/ needs Rust 1.85 or later). Bookworm, as
+# the Python image: the wheel links against its glibc.
+ARG RUST_IMAGE=rust:1.85-slim-bookworm
+
+
+# -- native: the command path's compiled lane, one abi3 wheel ----------------
+FROM ${RUST_IMAGE} AS native
+
+# Bookworm's python3 is 3.11, the version the wheel is for (abi3: 3.11 and later).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3-venv \
+ && rm -rf /var/lib/apt/lists/* \
+ && python3 -m venv /maturin \
+ && /maturin/bin/pip install --no-cache-dir "maturin>=1.7,<2"
+
+WORKDIR /native
+COPY native/Cargo.toml native/Cargo.lock native/pyproject.toml ./
+COPY native/src ./src
+RUN /maturin/bin/maturin build --release --locked --interpreter python3 --out /wheels
 
 
 # -- builder: wheels of the project and of every dependency -----------------
@@ -35,10 +54,11 @@ COPY scheduler ./scheduler
 # here, not in .dockerignore, which keeps every file a COPY names.
 RUN rm -rf scheduler/devtools
 
-# No compiler: every binary dependency (rocksdict, aiokafka, pydantic-core,
+# No compiler here (the lane was compiled in its own stage): every binary dependency (rocksdict, aiokafka, pydantic-core,
 # aiohttp, faust-streaming...) ships a manylinux wheel for CPython 3.11 on
 # x86_64. On arm64 faust-streaming has no wheel; its sdist then builds
 # without its optional Cython speedups (pure Python, same behaviour).
+COPY --from=native /wheels /wheels
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip wheel --wheel-dir /wheels .
 
@@ -70,7 +90,8 @@ RUN groupadd --system --gid 10001 scheduler \
 # the last check fails it if the development tools got in after all.
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     pip install --no-index --find-links=/wheels /wheels/kafka_scheduler-*.whl \
- && python -c "import faust, rocksdict, scheduler.web, scheduler.worker" \
+        /wheels/scheduler_fastlane-*.whl \
+ && python -c "import faust, rocksdict, scheduler_fastlane, scheduler.web, scheduler.worker" \
  && scheduler --help > /dev/null \
  && python -c "import importlib.util as u; assert not u.find_spec('scheduler.devtools')"
 

@@ -1,5 +1,6 @@
 # The two commands a new user needs: `make dev` runs the service, `make test` proves it.
-# Each installs what it needs first (a virtualenv in .venv, Java/Maven/Redis if missing).
+# Each installs what it needs first (a virtualenv in .venv, Java/Maven/Redis if missing;
+# Rust must be there, for the compiled lane in native/).
 
 VENV  ?= .venv
 BIN   := $(VENV)/bin
@@ -7,10 +8,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: dev test lint unit integration e2e bench faults clean
 
-$(STAMP): pyproject.toml
+# The command path's compiled lane (native/, Rust): built here by maturin and cargo.
+NATIVE := native/Cargo.toml native/Cargo.lock native/pyproject.toml native/src/lib.rs
+
+$(STAMP): pyproject.toml $(NATIVE)
 	scripts/system-deps
 	python3 -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q ./native
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
@@ -44,4 +49,4 @@ faults: $(STAMP)
 	$(BIN)/python -m faults.run
 
 clean:
-	rm -rf $(VENV) scheduler-data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) scheduler-data .pytest_cache .mypy_cache .ruff_cache native/target

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from scheduler.app import egress_policy, settings, target_clusters
 from scheduler.domain.errors import InvalidCommand
-from scheduler.domain.models import Command, parse_command
+from scheduler.domain.models import Command, is_http_url, parse_command
 from scheduler.targets import egress
 
 
@@ -84,6 +84,18 @@ def admit(command: Command, rules: Rules = WORKER_RULES) -> None:
                 field="task.connection.cluster",
                 value=name,
             )
+
+
+def admits_target(kind: str, host: str, rules: Rules = WORKER_RULES) -> bool:
+    """Whether :func:`admit` lets in a task of type ``kind`` to ``host`` that names no cluster.
+
+    The command path's compiled lane (``scheduler.streams.fastlane``) asks
+    this once per target, and the format's own check of a rest task's host
+    with it, so that the lane admits exactly what :func:`admit_raw` admits.
+    """
+    if kind == "rest" and not is_http_url(host):
+        return False
+    return egress.judged(rules.policy, kind, host) is None
 
 
 class InvalidItem(InvalidCommand):

@@ -68,13 +68,22 @@ class Outbox:
         value: bytes | None,
         on_written: OnWritten | None = None,
     ) -> None:
+        self.records_of(topic, partition, on_written).append((key, value))
+
+    def records_of(
+        self, topic: str, partition: int, on_written: OnWritten | None = None
+    ) -> list[tuple[bytes, bytes | None]]:
+        """The list :meth:`add` appends to for this partition, for a caller adding many.
+
+        Good until :meth:`send` or :meth:`deliver`, which take the lists away.
+        """
         tp = (topic, partition)
         records = self._records.get(tp)
         if records is None:
             records = self._records[tp] = []
             if on_written is not None:
                 self._on_written[tp] = on_written
-        records.append((key, value))
+        return records
 
     async def send(self) -> None:
         """Queue every record on the producer, in the order added per partition."""

@@ -299,7 +299,7 @@ class Task(_Strict):
             raise ValueError(f"connection.host: is required for a {self.type.value} task")
         if self.type is TaskType.REST:
             assert conn.host is not None
-            if not _is_http_url(conn.host):
+            if not is_http_url(conn.host):
                 raise ValueError(
                     "connection.host: must be an http(s) URL for a rest task "
                     f"(got {masked_url(conn.host)!r})"
@@ -324,7 +324,7 @@ class Task(_Strict):
 
 
 @functools.lru_cache(maxsize=4_096)
-def _is_http_url(host: str) -> bool:
+def is_http_url(host: str) -> bool:
     """Whether a rest task's host is an http(s) URL with a host name.
 
     Remembered: an application's commands name the same few targets, and

@@ -37,7 +37,7 @@ from scheduler.topics import keyed_commands_topic
 
 log = logging.getLogger(__name__)
 
-_applied = metrics.counter("scheduler_commands_applied_total", "commands applied to the table")
+APPLIED = metrics.counter("scheduler_commands_applied_total", "commands applied to the table")
 
 
 @app.agent(keyed_commands_topic, name="apply-commands")
@@ -97,7 +97,7 @@ async def apply(
                 by=command.action.value,
                 scheduled_for=[format_utc(t, micros=True) for t in revoked],
             )
-    _applied.inc()
+    APPLIED.inc()
     shown = updated or current
     if shown is not None and firing.keeps_history(shown):  # most keep none: no coroutine then
         await _command_history(command, shown, current, updated)

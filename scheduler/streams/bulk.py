@@ -40,8 +40,10 @@ from scheduler.domain.errors import InvalidCommand
 from scheduler.domain.models import Command
 from scheduler.patches import bulk_fetch, private
 from scheduler.patches.wake_fetch import pause_fetching, resume_fetching
+from scheduler.streams import fastlane
 from scheduler.streams import records as stored
 from scheduler.streams.accept import accept
+from scheduler.streams.apply import APPLIED
 from scheduler.streams.batch import YIELD_EVERY, Batch, give_way
 from scheduler.streams.rejects import ACCEPTED
 from scheduler.tables import schedules
@@ -66,6 +68,10 @@ BACKLOG_RESUME = 2_000
 #: take, was a visible share of a command's CPU (measured in the commit that
 #: added this).
 TURN_AFTER_S = 0.002
+
+Verdict = Command | InvalidCommand | tuple[fastlane.Taken, bool]
+"""What a record holds: its command, why it is refused, or what the compiled lane took of it
+(``scheduler.streams.fastlane``) with whether its target is admitted."""
 
 Part = tuple[Any, list[Any], int]
 """A partition, records fetched from it (in offset order), the generation they belong to."""
@@ -209,12 +215,12 @@ async def handle(parts: list[Part]) -> None:
     if not live:
         return
     turned = time.monotonic()
-    judged: list[list[Command | InvalidCommand]] = []
-    for _, records in live:
-        verdicts: list[Command | InvalidCommand] = []
+    judged: list[list[Verdict]] = []
+    for tp, records in live:
+        verdicts: list[Verdict] = []
         for start in range(0, len(records), YIELD_EVERY):
             chunk = records[start : start + YIELD_EVERY]
-            verdicts += admit_batch([record.value or b"" for record in chunk])
+            verdicts += _judge(chunk, tp.partition)
             if time.monotonic() - turned >= TURN_AFTER_S:
                 await give_way()
                 turned = time.monotonic()
@@ -222,23 +228,35 @@ async def handle(parts: list[Part]) -> None:
     if not _flowing():
         return
     handled: dict[Any, int] = {}
-    count = valid = 0  # before the try: its finally counts them
+    count = valid = fast = 0  # before the try: its finally counts them
     batch = Batch()
     await batch.begin()
     try:
         _prefetch(live)
         for (tp, records), verdicts in zip(live, judged, strict=True):
             partition = tp.partition
+            lane: fastlane.Writer | None = None  # made at the first command the lane took
             for record, command in zip(records, verdicts, strict=True):
                 try:
-                    await accept(
-                        record.key,
-                        record.value or b"",
-                        record.timestamp / 1000,
-                        partition,
-                        command,
-                        batch,
-                    )
+                    if isinstance(command, tuple):
+                        if command[1]:  # its target is admitted
+                            lane = lane or fastlane.Writer(partition, batch)
+                            stored_here = lane.store(record.key, command[0])
+                        else:
+                            stored_here = False
+                        if not stored_here:  # the Python path after all
+                            command = admit_batch([record.value or b""])[0]
+                    if isinstance(command, tuple):
+                        fast += 1
+                    else:
+                        await accept(
+                            record.key,
+                            record.value or b"",
+                            record.timestamp / 1000,
+                            partition,
+                            command,
+                            batch,
+                        )
                 except Exception:
                     # A record we fail on must not stop the ones after it.
                     log.exception("record at %s[%d]@%d failed", tp.topic, partition, record.offset)
@@ -248,6 +266,7 @@ async def handle(parts: list[Part]) -> None:
                     valid += 1
                 if count % YIELD_EVERY == 0 and time.monotonic() - turned >= TURN_AFTER_S:
                     await batch.pause()
+                    lane = None  # the batch may have sent what the writer holds
                     turned = time.monotonic()
                     if not _flowing():
                         break
@@ -256,9 +275,21 @@ async def handle(parts: list[Part]) -> None:
     finally:
         # Counted once a batch: an increment costs as much as some of a command's steps.
         ACCEPTED.inc(valid)
+        APPLIED.inc(fast)
+        fastlane.STORED.inc(fast)
         await batch.finish()  # if it raises, nothing of the batch is marked done
     for tp, next_offset in handled.items():
         bulk_fetch.done(app.consumer, tp, next_offset)
+
+
+def _judge(chunk: list[Any], partition: int) -> list[Verdict]:
+    """What the compiled lane takes of ``chunk``, and for the rest, what ``admit_batch`` says."""
+    taken = fastlane.take(chunk, partition)
+    declined = [record.value or b"" for record, lane in zip(chunk, taken, strict=True) if not lane]
+    if not declined:
+        return taken  # type: ignore[return-value]
+    rest = iter(admit_batch(declined))
+    return [lane if lane else next(rest) for lane in taken]
 
 
 def _prefetch(live: list[tuple[Any, list[Any]]]) -> None:

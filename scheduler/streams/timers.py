@@ -71,6 +71,8 @@ log = logging.getLogger(__name__)
 
 #: How far ahead a timer loads due instants into memory.
 WINDOW_US = 30_000_000
+#: How long :meth:`PartitionTimer.quiet_after` holds.
+QUIET_MARGIN_US = 1_000_000
 #: The most entries one refill loads; a crowded window is loaded in slices.
 REFILL_LIMIT = 50_000
 #: After sending wake-ups, the timer waits this long before it sends more: an
@@ -204,11 +206,26 @@ class PartitionTimer:
         """
         now = self._now_us()
         lead = self.lead_us()
-        # A lead past ``fire_ahead`` is what a crowd in the window looks like.
-        if due_us > now + lead and (lead == self.ahead_us or due_us > now + WINDOW_US):
+        if not self._due_now(due_us, lead, now):
             return False
         self._woken(due_us, lead, now)
         return True
+
+    def would_take(self, due_us: int) -> bool:
+        """What :meth:`takes` would answer, without counting the instant as woken."""
+        return self._due_now(due_us, self.lead_us(), self._now_us())
+
+    def quiet_after(self) -> int:
+        """An instant later than this, for the next second, is neither taken
+        (:meth:`takes`) nor offered (:meth:`offer`): the timer reads it from
+        the table when its refill reaches it. For a caller storing many."""
+        return max(
+            self.horizon_us, self._now_us() + max(self.lead_us(), WINDOW_US) + QUIET_MARGIN_US
+        )
+
+    def _due_now(self, due_us: int, lead: int, now: int) -> bool:
+        # A lead past ``fire_ahead`` is what a crowd in the window looks like.
+        return not (due_us > now + lead and (lead == self.ahead_us or due_us > now + WINDOW_US))
 
     def _woken(self, due_us: int, lead: int, now: int) -> None:
         """An instant woken now: one woken early for a crowd counts until it comes."""
@@ -291,6 +308,16 @@ class TimerRegistry:
         """Whether the partition's timer counts ``due_us`` as woken now (no timer: no)."""
         timer = self.timers.get(partition)
         return timer is not None and timer.takes(due_us)
+
+    def quiet_after(self, partition: int) -> int:
+        """:meth:`PartitionTimer.quiet_after` of the partition's timer (no timer: every instant)."""
+        timer = self.timers.get(partition)
+        return -1 if timer is None else timer.quiet_after()
+
+    def would_take(self, partition: int, due_us: int) -> bool:
+        """What :meth:`takes` would answer, without counting the instant as woken."""
+        timer = self.timers.get(partition)
+        return timer is not None and timer.would_take(due_us)
 
     def reconcile(self, wanted: set[int]) -> None:
         for partition in set(self.timers) - wanted:

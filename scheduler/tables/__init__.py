@@ -149,6 +149,20 @@ def write(table: Any, partition: int, key: bytes, value: bytes, outbox: Outbox) 
     outbox.add(_changelog(table), partition, key, value, _persister(table, partition))
 
 
+def writer(
+    table: Any, partition: int, outbox: Outbox
+) -> tuple[dict[bytes, bytes | None], list[tuple[bytes, bytes | None]]]:
+    """Where :func:`write` puts a key and value, for a caller writing many in a row.
+
+    The staged writes and the outbox's changelog records of the partition:
+    setting ``key`` in the one and appending ``(key, value)`` to the other is
+    a :func:`write`. Good until the outbox is sent (``Outbox.records_of``).
+    """
+    return _stage(table, partition), outbox.records_of(
+        _changelog(table), partition, _persister(table, partition)
+    )
+
+
 def erase(table: Any, partition: int, key: bytes, outbox: Outbox) -> None:
     _stage(table, partition)[key] = None
     outbox.add(_changelog(table), partition, key, None, _persister(table, partition))

@@ -197,7 +197,7 @@ def check_command(command: Any, policy: Policy) -> None:
     task = getattr(command, "task", None)
     if task is None:
         return
-    reason = _judged(policy, str(task.type), task.connection.host)
+    reason = judged(policy, str(task.type), task.connection.host)
     if reason is not None:
         raise InvalidCommand(
             "egress_denied",
@@ -208,7 +208,7 @@ def check_command(command: Any, policy: Policy) -> None:
 
 
 @functools.lru_cache(maxsize=4_096)
-def _judged(policy: Policy, kind: str, host: str | None) -> str | None:
+def judged(policy: Policy, kind: str, host: str | None) -> str | None:
     """``refusal`` of a task's type and host, remembered: commands of one
     application name the same few targets, and judging one as written (no
     lookup) depends on nothing else: judging each again was a large share of

@@ -1082,3 +1082,26 @@ def test_the_proxy_publishes_the_web_view_on_loopback() -> None:
     assert options["--from"] == f":{published[0][2]}"
     assert options["--to"] == f"worker:{worker_web_port()}"
     assert "worker" in (web.get("depends_on") or {})
+
+
+def test_the_compiled_lane_is_built_in_its_own_stage_and_installed() -> None:
+    """native/ is built by maturin with a Rust new enough for its Cargo.toml, on the
+    Python image's Debian, from its lock file; the runtime installs and imports it."""
+    native = next(s for s in stages() if s.name == "native")
+    builds = [r.rest for r in native.all("RUN") if "maturin build" in r.rest]
+    assert builds and "--locked" in builds[0], builds
+    name, tag, _ = split_image(native.image)
+    assert name.endswith("rust") and tag, native.image
+    wanted = tomllib.loads((ROOT / "native" / "Cargo.toml").read_text())["package"]["rust-version"]
+    have = re.match(r"(\d+)\.(\d+)", tag)
+    assert have and (int(have[1]), int(have[2])) >= tuple(map(int, wanted.split("."))), (
+        tag,
+        wanted,
+    )
+    debian = split_image(final().image)[1].rsplit("-", 1)[-1]
+    assert tag.endswith(debian), (native.image, final().image)
+    builder = next(s for s in stages() if any("pip wheel" in r.rest for r in s.all("RUN")))
+    assert any(c.flag("from") == "native" for c in builder.all("COPY"))
+    install = next(r.rest for r in final().all("RUN") if "pip install" in r.rest)
+    assert "/wheels/scheduler_fastlane-*.whl" in install
+    assert "import faust, rocksdict, scheduler_fastlane" in install

@@ -1,0 +1,702 @@
+//! The command path's compiled lane (`scheduler/streams/fastlane.py` says how it is used).
+//!
+//! For each record of a batch it either declines (Python then judges and
+//! applies the command as it always did), or returns what the Python path
+//! would have written for it: the schedule id, the schedule's record and its
+//! due-index key. It takes only upserts of a narrow, common shape, and only
+//! where it is sure the pydantic model would accept them; anything it is not
+//! sure of is declined, never refused. `tests/unit/test_fastlane.py` holds it
+//! to that over generated commands.
+//!
+//! It keeps the interpreter lock throughout: a call that let go of it let the
+//! consumer's thread take it, which cost the command path more than the work
+//! saved (see `scheduler.domain.ids.murmur2`).
+
+// PyO3 0.22's #[pyfunction] expands to a conversion clippy calls useless.
+#![allow(clippy::useless_conversion)]
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyString};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// `Text` in the model: 1 to 512 characters.
+const TEXT_MAX: usize = 512;
+/// The model's bounds (`scheduler.domain.models`), in seconds.
+const WEEK_S: f64 = 7.0 * 86400.0;
+const YEAR_S: f64 = 366.0 * 86400.0;
+const MAX_HEADERS: usize = 64;
+const MAX_HEADER_CHARS: usize = 16_384;
+/// 9999-12-31T23:59:59.999999Z, Python's last instant, in µs since the epoch.
+const LAST_US: i64 = 253_402_300_799_999_999;
+/// 1971-01-01T00:00:00Z: nothing earlier is taken (a one-shot at or before
+/// 1970 is stored completed, which this lane does not write).
+const FIRST_US: i64 = 31_536_000_000_000;
+/// `MIN_RECUR` of `delay-recur`.
+const MIN_RECUR_US: i64 = 1_000_000;
+
+/// A field the model takes as non-nullable: present means not null.
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+enum Upsert {
+    #[serde(rename = "upsert")]
+    Upsert,
+}
+
+#[derive(Deserialize)]
+enum Utc {
+    #[serde(rename = "UTC")]
+    Utc,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+enum Kind {
+    #[serde(rename = "date")]
+    Date,
+    #[serde(rename = "delay")]
+    Delay,
+    #[serde(rename = "delay-recur")]
+    DelayRecur,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+enum TaskType {
+    #[serde(rename = "rest")]
+    Rest,
+    #[serde(rename = "kafka")]
+    Kafka,
+}
+
+#[derive(Deserialize)]
+enum FailedPolicy {
+    #[serde(rename = "none")]
+    None,
+    #[serde(rename = "retry")]
+    Retry,
+}
+
+#[derive(Deserialize)]
+enum Misfire {
+    #[serde(rename = "fire_once")]
+    FireOnce,
+    #[serde(rename = "fire_all")]
+    FireAll,
+    #[serde(rename = "skip")]
+    Skip,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // read by serde: present and well-typed is the check
+struct Command<'a> {
+    #[serde(default, deserialize_with = "present")]
+    action: Option<Upsert>,
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    client: Client<'a>,
+    #[serde(rename = "type")]
+    kind: Kind,
+    #[serde(borrow)]
+    schedule: Cow<'a, str>,
+    #[serde(default, deserialize_with = "present")]
+    timezone: Option<Utc>,
+    #[serde(borrow)]
+    task: Task<'a>,
+    #[serde(default, deserialize_with = "present")]
+    misfire_policy: Option<Misfire>,
+    #[serde(default, deserialize_with = "present")]
+    misfire_grace: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Client<'a> {
+    #[serde(borrow)]
+    operation: Cow<'a, str>,
+    #[serde(borrow)]
+    application: Cow<'a, str>,
+    #[serde(borrow)]
+    group: Cow<'a, str>,
+    #[serde(borrow)]
+    key: Cow<'a, str>,
+    #[serde(rename = "type", borrow)]
+    type_: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct Task<'a> {
+    #[serde(rename = "type")]
+    kind: TaskType,
+    #[serde(borrow)]
+    connection: Connection<'a>,
+    #[serde(default)]
+    data: Option<AnyJson>,
+    #[serde(default, deserialize_with = "present")]
+    failed_policy: Option<FailedPolicy>,
+    #[serde(default, deserialize_with = "present")]
+    retry_wait: Option<f64>,
+    #[serde(default, deserialize_with = "present")]
+    max_retries: Option<u64>,
+    #[serde(default, deserialize_with = "present")]
+    retry_backoff: Option<f64>,
+    #[serde(default, deserialize_with = "present")]
+    retry_max_wait: Option<f64>,
+    #[serde(default, deserialize_with = "present")]
+    retry_max_age: Option<f64>,
+    #[serde(default, deserialize_with = "present")]
+    timeout: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Connection<'a> {
+    #[serde(borrow)]
+    host: Cow<'a, str>,
+    #[serde(default, borrow)]
+    topic: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    key: Option<Cow<'a, str>>,
+    #[serde(default, deserialize_with = "present")]
+    headers: Option<Headers>,
+}
+
+/// Header pairs in the order written; a name written twice declines the command.
+struct Headers(Vec<(String, String)>);
+
+impl<'de> Deserialize<'de> for Headers {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Pairs;
+        impl<'de> Visitor<'de> for Pairs {
+            type Value = Headers;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object of strings")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Headers, M::Error> {
+                let mut pairs: Vec<(String, String)> = Vec::new();
+                while let Some((name, value)) = map.next_entry::<String, String>()? {
+                    if pairs.len() >= MAX_HEADERS || pairs.iter().any(|(n, _)| *n == name) {
+                        return Err(de::Error::custom("declined"));
+                    }
+                    pairs.push((name, value));
+                }
+                Ok(Headers(pairs))
+            }
+        }
+        d.deserialize_map(Pairs)
+    }
+}
+
+/// Any JSON value, read through (numbers parsed, so one out of a float's range declines).
+struct AnyJson;
+
+impl<'de> Deserialize<'de> for AnyJson {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(AnyVisitor)
+    }
+}
+
+struct AnyVisitor;
+
+impl<'de> Visitor<'de> for AnyVisitor {
+    type Value = AnyJson;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<AnyJson, E> {
+        Ok(AnyJson)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<AnyJson, E> {
+        Ok(AnyJson)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<AnyJson, E> {
+        Ok(AnyJson)
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<AnyJson, E> {
+        if v.is_finite() {
+            Ok(AnyJson)
+        } else {
+            Err(E::custom("declined"))
+        }
+    }
+    fn visit_str<E>(self, _: &str) -> Result<AnyJson, E> {
+        Ok(AnyJson)
+    }
+    fn visit_unit<E>(self) -> Result<AnyJson, E> {
+        Ok(AnyJson)
+    }
+    fn visit_none<E>(self) -> Result<AnyJson, E> {
+        Ok(AnyJson)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<AnyJson, A::Error> {
+        while seq.next_element::<AnyJson>()?.is_some() {}
+        Ok(AnyJson)
+    }
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<AnyJson, M::Error> {
+        while map.next_entry::<IgnoredAny, AnyJson>()?.is_some() {}
+        Ok(AnyJson)
+    }
+}
+
+/// What the model's `Text` takes as it is: 1 to 512 characters, nothing its
+/// whitespace stripping would change (such text declines).
+fn plain_text(text: &str) -> bool {
+    let (Some(first), Some(last)) = (text.chars().next(), text.chars().next_back()) else {
+        return false;
+    };
+    let trimmed = |c: char| c.is_whitespace() || c.is_control();
+    !trimmed(first) && !trimmed(last) && text.chars().count() <= TEXT_MAX
+}
+
+/// A client field the schedule id's fast form takes: nothing JSON would escape.
+fn id_text(text: &str) -> bool {
+    plain_text(text) && !text.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20)
+}
+
+fn in_range(value: Option<f64>, above: f64, most: f64, or_equal_low: bool) -> bool {
+    match value {
+        None => true,
+        Some(v) => (if or_equal_low { v >= above } else { v > above }) && v <= most,
+    }
+}
+
+/// A JSON escape of a UTF-16 surrogate anywhere: the Python path looks at those itself.
+fn surrogate_escape(raw: &[u8]) -> bool {
+    raw.windows(4).any(|w| {
+        w[0] == b'\\'
+            && w[1] == b'u'
+            && (w[2] == b'd' || w[2] == b'D')
+            && matches!(w[3], b'8' | b'9' | b'a'..=b'f' | b'A'..=b'F')
+    })
+}
+
+/// Whether the command is one this lane takes, as far as its own fields say.
+fn well_formed(c: &Command) -> bool {
+    let client = &c.client;
+    let t = &c.task;
+    let conn = &t.connection;
+    [
+        &client.operation,
+        &client.application,
+        &client.group,
+        &client.key,
+        &client.type_,
+    ]
+    .iter()
+    .all(|f| id_text(f))
+        && c.name
+            .as_ref()
+            .map_or(true, |n| n.chars().count() <= TEXT_MAX)
+        && in_range(c.misfire_grace, 0.0, YEAR_S, false)
+        && plain_text(&conn.host)
+        && conn.topic.as_ref().map_or(true, |s| plain_text(s))
+        && conn.key.as_ref().map_or(true, |s| plain_text(s))
+        && (matches!(t.kind, TaskType::Rest) || conn.topic.is_some())
+        && conn.headers.as_ref().map_or(true, headers_ok)
+        && in_range(t.retry_wait, 0.0, WEEK_S, false)
+        && t.max_retries.map_or(true, |n| n <= 1000)
+        && in_range(t.retry_backoff, 1.0, 10.0, true)
+        && in_range(t.retry_max_wait, 0.0, WEEK_S, false)
+        && in_range(t.retry_max_age, 0.0, YEAR_S, false)
+        && in_range(t.timeout, 0.0, 3600.0, false)
+}
+
+/// The model's header checks, on the text as written (stripping could only shorten it).
+fn headers_ok(headers: &Headers) -> bool {
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+.^_`|~-".contains(&b);
+    let mut size = 0;
+    for (name, value) in &headers.0 {
+        if name.is_empty() || !name.bytes().all(token) {
+            return false;
+        }
+        if value.contains(['\r', '\n', '\0']) {
+            return false;
+        }
+        size += name.chars().count() + value.chars().count();
+    }
+    size <= MAX_HEADER_CHARS
+}
+
+fn digits(text: &[u8]) -> Option<i64> {
+    if text.is_empty() || !text.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(text.iter().fold(0i64, |n, d| n * 10 + i64::from(d - b'0')))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The date of a day since 1970-01-01 (Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (
+        if m <= 2 {
+            yoe + era * 400 + 1
+        } else {
+            yoe + era * 400
+        },
+        m,
+        d,
+    )
+}
+
+fn month_days(y: i64, m: i64) -> i64 {
+    match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        _ => 28,
+    }
+}
+
+/// A `date` schedule in UTC as this lane takes it: `YYYY-MM-DDTHH:MM:SS`, then
+/// optionally 3 or 6 digits of fraction, then optionally `Z` or `+00:00`.
+fn date_us(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    if b.len() < 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let (y, mo, d) = (digits(&b[0..4])?, digits(&b[5..7])?, digits(&b[8..10])?);
+    let (h, mi, s) = (
+        digits(&b[11..13])?,
+        digits(&b[14..16])?,
+        digits(&b[17..19])?,
+    );
+    let mut rest = &b[19..];
+    let mut micros = 0;
+    if let Some(frac) = rest.strip_prefix(b".") {
+        let n = frac.iter().take_while(|c| c.is_ascii_digit()).count();
+        micros = match n {
+            3 => digits(&frac[..3])? * 1000,
+            6 => digits(&frac[..6])?,
+            _ => return None,
+        };
+        rest = &frac[n..];
+    }
+    if !(rest.is_empty() || rest == b"Z" || rest == b"+00:00") {
+        return None;
+    }
+    if !(1..=12).contains(&mo) || d < 1 || d > month_days(y, mo) || h > 23 || mi > 59 || s > 59 {
+        return None;
+    }
+    let seconds = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + s;
+    Some(seconds * 1_000_000 + micros)
+}
+
+/// A delay as this lane takes it: up to 10 digits of seconds, then optionally a
+/// point and 1 to 6 digits.
+fn delay_us(text: &str) -> Option<i64> {
+    let (whole, frac) = match text.split_once('.') {
+        Some((w, f)) if (1..=6).contains(&f.len()) => (w, f),
+        Some(_) => return None,
+        None => (text, ""),
+    };
+    if whole.len() > 10 {
+        return None;
+    }
+    let mut micros = digits(whole.as_bytes())? * 1_000_000;
+    if !frac.is_empty() {
+        micros += digits(frac.as_bytes())? * 10i64.pow(6 - frac.len() as u32);
+    }
+    Some(micros)
+}
+
+/// `format_utc(instant, micros=True)`: `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
+fn write_instant(out: &mut Vec<u8>, us: i64) {
+    let seconds = us.div_euclid(1_000_000);
+    let (y, m, d) = civil_from_days(seconds.div_euclid(86_400));
+    let s = seconds.rem_euclid(86_400);
+    let mut put = |value: i64, width: usize, after: u8| {
+        let at = out.len();
+        out.resize(at + width, b'0');
+        let mut v = value;
+        for slot in out[at..].iter_mut().rev() {
+            *slot = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        out.push(after);
+    };
+    put(y, 4, b'-');
+    put(m, 2, b'-');
+    put(d, 2, b'T');
+    put(s / 3600, 2, b':');
+    put(s % 3600 / 60, 2, b':');
+    put(s % 60, 2, b'.');
+    put(us.rem_euclid(1_000_000), 6, b'Z');
+}
+
+/// Kafka's murmur2 (`scheduler.domain.ids.murmur2`).
+fn murmur2(data: &[u8]) -> u32 {
+    const M: u32 = 0x5BD1_E995;
+    let mut h: u32 = 0x9747_B28C ^ data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for chunk in &mut chunks {
+        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M) ^ k;
+    }
+    let tail = chunks.remainder();
+    if !tail.is_empty() {
+        if tail.len() >= 3 {
+            h ^= u32::from(tail[2]) << 16;
+        }
+        if tail.len() >= 2 {
+            h ^= u32::from(tail[1]) << 8;
+        }
+        h = (h ^ u32::from(tail[0])).wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^ (h >> 15)
+}
+
+fn schedule_id(c: &Client) -> String {
+    let canonical = format!(
+        "[\"{}\",\"{}\",\"{}\",\"{}\",\"{}\"]",
+        c.operation, c.application, c.group, c.key, c.type_
+    );
+    let digest = Sha256::digest(canonical.as_bytes());
+    let mut id = String::with_capacity(36);
+    id.push_str("sch_");
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for byte in &digest[..16] {
+        id.push(char::from(HEX[usize::from(byte >> 4)]));
+        id.push(char::from(HEX[usize::from(byte & 15)]));
+    }
+    id
+}
+
+/// What the lane makes of one command, if it takes it.
+struct Taken<'a> {
+    sid: String,
+    partition: u32,
+    kind: TaskType,
+    host: Cow<'a, str>,
+    record: Vec<u8>,
+    entry: Vec<u8>,
+    due_us: i64,
+}
+
+const UNTOUCHED: &[u8] = b"\"fire_count\":0,\"last_fired_at\":null,\"missed_count\":0,\
+\"last_missed_at\":null,\"last_wake\":null,\"last_batch\":[],\"ahead\":[],\"before_ahead\":null";
+
+/// The lane's work on one command. With `read_as`, the record's key and the
+/// partition it was read from: a command not keyed by its schedule id, or
+/// read from another partition than its own, declines (the Python path
+/// re-keys it).
+fn take<'a>(
+    raw: &'a [u8],
+    read_as: Option<(Option<&[u8]>, u32)>,
+    timestamp_ms: i64,
+    partitions: u32,
+    max_bytes: usize,
+) -> Option<Taken<'a>> {
+    if raw.len() > max_bytes || surrogate_escape(raw) {
+        return None;
+    }
+    let text = std::str::from_utf8(raw).ok()?;
+    let command: Command = serde_json::from_str(text).ok()?;
+    if !well_formed(&command) {
+        return None;
+    }
+    let sid = schedule_id(&command.client);
+    let partition = (murmur2(sid.as_bytes()) & 0x7FFF_FFFF) % partitions;
+    if let Some((key, read_from)) = read_as {
+        if key != Some(sid.as_bytes()) || read_from != partition {
+            return None;
+        }
+    }
+    let accepted_us = timestamp_ms.checked_mul(1000)?;
+    if !(FIRST_US..=LAST_US).contains(&accepted_us) {
+        return None;
+    }
+    let schedule: &str = &command.schedule;
+    let due_us = match command.kind {
+        Kind::Date => date_us(schedule)?,
+        Kind::Delay => accepted_us.checked_add(delay_us(schedule).filter(|&us| us > 0)?)?,
+        Kind::DelayRecur => {
+            accepted_us.checked_add(delay_us(schedule).filter(|&us| us >= MIN_RECUR_US)?)?
+        }
+    };
+    if !(FIRST_US..LAST_US).contains(&due_us) {
+        return None;
+    }
+    let mut record = Vec::with_capacity(raw.len() + 420);
+    record.extend_from_slice(b"{\"schedule_id\":\"");
+    record.extend_from_slice(sid.as_bytes());
+    record.extend_from_slice(b"\",\"status\":\"active\",\"accepted_at\":\"");
+    let start = record.len();
+    write_instant(&mut record, accepted_us);
+    let accepted = record[start..].to_vec();
+    for member in [&b"\",\"created_at\":\""[..], b"\",\"updated_at\":\""] {
+        record.extend_from_slice(member);
+        record.extend_from_slice(&accepted);
+    }
+    record.extend_from_slice(b"\",\"next_fire_at\":\"");
+    write_instant(&mut record, due_us);
+    record.extend_from_slice(b"\",");
+    record.extend_from_slice(UNTOUCHED);
+    record.extend_from_slice(b",\"command\":");
+    record.extend_from_slice(raw);
+    record.push(b'}');
+    // `b"%017d|%s"`: at least 17 digits (an instant after the year 5138 has 18).
+    let mut entry = Vec::with_capacity(19 + sid.len());
+    let width = due_us.to_string().len().max(17);
+    let mut v = due_us;
+    entry.resize(width, b'0');
+    for slot in entry.iter_mut().rev() {
+        *slot = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    entry.push(b'|');
+    entry.extend_from_slice(sid.as_bytes());
+    let Command { task, .. } = command;
+    Some(Taken {
+        sid,
+        partition,
+        kind: task.kind,
+        host: task.connection.host,
+        record,
+        entry,
+        due_us,
+    })
+}
+
+/// What the lane makes of `records` (aiokafka's records of one partition:
+/// `.key`, `.value`, `.timestamp` in ms): `(taken, targets)`. `taken` has, for
+/// each record, `None` (declined) or `(schedule id, target, record, due-index
+/// key, due µs)`, where `target` indexes `targets`, the distinct `(task type,
+/// host)` pairs of the call: the caller judges each target once.
+#[pyfunction]
+fn take_batch<'py>(
+    py: Python<'py>,
+    records: &Bound<'py, PyList>,
+    partition: u32,
+    partitions: u32,
+    max_bytes: usize,
+) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
+    let out = PyList::empty_bound(py);
+    let targets = PyList::empty_bound(py);
+    let mut seen: [HashMap<String, usize>; 2] = [HashMap::new(), HashMap::new()];
+    let (key_name, value_name, ts_name) = (
+        pyo3::intern!(py, "key"),
+        pyo3::intern!(py, "value"),
+        pyo3::intern!(py, "timestamp"),
+    );
+    for record in records.iter() {
+        let value = record.getattr(value_name)?;
+        let key = record.getattr(key_name)?;
+        let timestamp: i64 = record.getattr(ts_name)?.extract()?;
+        let raw = value.downcast::<PyBytes>().ok().map(|b| b.as_bytes());
+        let key = key.downcast::<PyBytes>().ok().map(|b| b.as_bytes());
+        match raw.and_then(|raw| {
+            take(
+                raw,
+                Some((key, partition)),
+                timestamp,
+                partitions,
+                max_bytes,
+            )
+        }) {
+            None => out.append(py.None())?,
+            Some(t) => {
+                let of_kind = &mut seen[t.kind as usize];
+                let index = match of_kind.get(t.host.as_ref()) {
+                    Some(&index) => index,
+                    None => {
+                        let name = match t.kind {
+                            TaskType::Rest => pyo3::intern!(py, "rest"),
+                            TaskType::Kafka => pyo3::intern!(py, "kafka"),
+                        };
+                        let index = targets.len();
+                        targets.append((name, PyString::new_bound(py, &t.host)))?;
+                        of_kind.insert(t.host.into_owned(), index);
+                        index
+                    }
+                };
+                out.append((
+                    PyString::new_bound(py, &t.sid),
+                    index,
+                    PyBytes::new_bound(py, &t.record),
+                    PyBytes::new_bound(py, &t.entry),
+                    t.due_us,
+                ))?;
+            }
+        }
+    }
+    Ok((out, targets))
+}
+
+/// The lane's judgement of one command's bytes, whatever its key and partition:
+/// `None` (declined) or `(schedule id, partition, task type, host, record,
+/// due-index key, due µs)`. For tests and `bench.pieces`.
+#[pyfunction]
+fn judge_one(
+    py: Python<'_>,
+    raw: &[u8],
+    timestamp_ms: i64,
+    partitions: u32,
+    max_bytes: usize,
+) -> PyObject {
+    match take(raw, None, timestamp_ms, partitions, max_bytes) {
+        None => py.None(),
+        Some(t) => (
+            t.sid,
+            t.partition,
+            match t.kind {
+                TaskType::Rest => "rest",
+                TaskType::Kafka => "kafka",
+            },
+            t.host.into_owned(),
+            PyBytes::new_bound(py, &t.record),
+            PyBytes::new_bound(py, &t.entry),
+            t.due_us,
+        )
+            .into_py(py),
+    }
+}
+
+#[pymodule]
+fn scheduler_fastlane(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(take_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(judge_one, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,141 @@
+"""The command path's compiled lane: new schedules of a common shape, stored without Python's steps.
+
+Most commands a worker reads register a schedule it does not have yet. For
+those, the steps of the Python path (decode and validate, schedule id,
+partition, first instant, record) cost about 30 µs a command, more than the
+30,000 commands/s goal allows for all of a command. The extension built
+from ``native/`` (``scheduler_fastlane``, installed by ``make``) does them in
+one call for a fetched list of records: for each record it either declines
+or returns the schedule id, the record and the due-index key that the
+Python path would have written, byte for byte.
+
+It declines whatever it is not sure the command format takes as it is:
+anything but an upsert of a ``date``, ``delay`` or ``delay-recur`` schedule
+in UTC, without bounds or jitter, to a rest or kafka target (the list is in
+``docs/architecture.md``). It never refuses: a declined command goes the
+Python path, which accepts or refuses it with its own words. So the
+pydantic model stays the one definition of the format;
+``tests/unit/test_fastlane.py`` checks over generated commands, valid and
+invalid, that whatever the lane takes, the model accepts, into the same
+bytes.
+
+What the lane cannot know is left to :func:`store`, which falls back to
+the Python path as well: the worker's egress policy (asked once per target),
+a schedule that already exists, and an instant its partition's timer would
+wake at once.
+
+Without the extension (a platform it was not built for), every command goes
+the Python path, as before: slower, not different.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from scheduler import metrics, tables
+from scheduler.admission import WORKER_RULES, admits_target
+from scheduler.app import settings
+from scheduler.domain.state import Status
+from scheduler.outbox import Outbox
+from scheduler.streams import census, records
+from scheduler.streams.timers import registry
+from scheduler.tables import due_index, schedules
+
+log = logging.getLogger(__name__)
+
+try:
+    import scheduler_fastlane as _native
+except ImportError:  # pragma: no cover - every install step builds it
+    _native = None
+    log.warning("scheduler_fastlane is not installed: every command takes the Python path")
+
+#: ``(schedule id, target, record, due-index key, due µs)``; ``target`` is an
+#: index into the targets of the same :func:`take`.
+Taken = tuple[str, int, bytes, bytes, int]
+
+#: Whether the lane is there (``scheduler_command_fastlane`` says so too).
+AVAILABLE = _native is not None
+metrics.gauge(
+    "scheduler_command_fastlane",
+    lambda: int(AVAILABLE),
+    "1 if the command path's compiled lane is installed, else 0",
+)
+STORED = metrics.counter(
+    "scheduler_commands_fastlane_total",
+    "new schedules the compiled lane stored (the rest took the Python path)",
+)
+
+#: Seconds a writer trusts what the timer ignores (``PartitionTimer.quiet_after``).
+QUIET_FOR_S = 0.5
+
+#: Targets judged, by (task type, host): a worker's commands name few.
+_targets: dict[tuple[str, str], bool] = {}
+TARGETS_MAX = 4_096
+
+
+def take(records_: list[Any], partition: int) -> list[tuple[Taken, bool] | None]:
+    """What the lane makes of each of ``records_`` (read from ``partition``), with
+    whether this worker admits its target; None where it declined."""
+    if _native is None:
+        return [None] * len(records_)
+    taken, targets = _native.take_batch(
+        records_, partition, settings.partitions, WORKER_RULES.max_bytes
+    )
+    allowed = [_admits(kind, host) for kind, host in targets]
+    return [(lane, allowed[lane[1]]) if lane else None for lane in taken]
+
+
+def _admits(kind: str, host: str) -> bool:
+    found = _targets.get((kind, host))
+    if found is None:
+        if len(_targets) >= TARGETS_MAX:
+            _targets.clear()
+        found = _targets[(kind, host)] = admits_target(kind, host)
+    return found
+
+
+class Writer:
+    """Stores what the lane took of one partition's commands, within one batch.
+
+    What every command would look up again (the staged writes and the
+    outbox's lists) is looked up once: a writer is good until the batch
+    sends what it holds (``Batch.pause``), and the caller then makes another.
+    """
+
+    def __init__(self, partition: int, outbox: Outbox) -> None:
+        self.partition = partition
+        self.staged, self.log = tables.writer(schedules, partition, outbox)
+        self.staged_index, self.log_index = tables.writer(due_index, partition, outbox)
+        self._quiet()
+
+    def _quiet(self) -> None:
+        # Instants after this are nothing to the partition's timer for a second.
+        self.quiet_after = registry.quiet_after(self.partition)
+        self.quiet_until = time.monotonic() + QUIET_FOR_S
+
+    def store(self, key: bytes, taken: Taken) -> bool:
+        """Store a command the lane took and whose target is admitted, as
+        ``scheduler.streams.apply.apply`` would; False, storing nothing, if it
+        must take the Python path after all: its schedule exists (written
+        earlier in this batch included), or its instant is due now.
+        """
+        sid, _, value, entry, due_us = taken
+        partition = self.partition
+        # Staged writes first, then what the batch read ahead (``tables.read``).
+        if records.is_cached(key) or tables.read(schedules, partition, key) is not None:
+            return False
+        if time.monotonic() > self.quiet_until:
+            self._quiet()
+        quiet = due_us > self.quiet_after
+        if not quiet and registry.would_take(partition, due_us):
+            return False
+        census.changed(partition, None, Status.ACTIVE)
+        self.staged[key] = value
+        self.log.append((key, value))
+        self.staged_index[entry] = b"1"
+        self.log_index.append((entry, b"1"))
+        if not quiet:
+            registry.offer(partition, due_us, sid)
+        return True
