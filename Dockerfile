@@ -9,8 +9,8 @@
 # compose.yaml runs it beside Kafka and Redis. Checked, without a Docker
 # engine, by tests/unit/test_container_files.py.
 
-# One base for both stages: the wheels built in the first must match the
-# interpreter of the second. Pin a digest with
+# One Python base for the builder and the runtime: the wheels built in the one
+# must match the interpreter of the other. Pin a digest with
 #   --build-arg PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:...
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 # The compiled lane's builder (native/ needs Rust 1.85 or later). Bookworm, as
@@ -54,10 +54,11 @@ COPY scheduler ./scheduler
 # here, not in .dockerignore, which keeps every file a COPY names.
 RUN rm -rf scheduler/devtools
 
-# No compiler here (the lane was compiled in its own stage): every binary dependency (rocksdict, aiokafka, pydantic-core,
-# aiohttp, faust-streaming...) ships a manylinux wheel for CPython 3.11 on
-# x86_64. On arm64 faust-streaming has no wheel; its sdist then builds
-# without its optional Cython speedups (pure Python, same behaviour).
+# No compiler here (the lane is compiled in its own stage): every binary
+# dependency (rocksdict, aiokafka, pydantic-core, aiohttp, faust-streaming...)
+# ships a manylinux wheel for CPython 3.11 on x86_64. On arm64 faust-streaming
+# has no wheel; its sdist then builds without its optional Cython speedups
+# (pure Python, same behaviour).
 COPY --from=native /wheels /wheels
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip wheel --wheel-dir /wheels .

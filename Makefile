@@ -26,6 +26,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check scheduler tests bench faults
 	$(BIN)/ruff format --check scheduler tests bench faults
 	$(BIN)/mypy scheduler
+	cd native && cargo fmt --check && cargo clippy --release --locked -q -- -D warnings
 
 test: $(STAMP) lint
 	scripts/system-deps --browser

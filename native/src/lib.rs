@@ -37,6 +37,10 @@ const LAST_US: i64 = 253_402_300_799_999_999;
 /// 1971-01-01T00:00:00Z: nothing earlier is taken (a one-shot at or before
 /// 1970 is stored completed, which this lane does not write).
 const FIRST_US: i64 = 31_536_000_000_000;
+/// The Python path reads a record's timestamp as `ms / 1000`, a float, whose
+/// spacing passes half a microsecond at 2^32 s: from there on it may be a
+/// microsecond off the exact value this lane computes (year 2106).
+const LAST_STAMP_MS: i64 = 4_294_967_296_000;
 /// `MIN_RECUR` of `delay-recur`.
 const MIN_RECUR_US: i64 = 1_000_000;
 
@@ -300,15 +304,15 @@ fn well_formed(c: &Command) -> bool {
     .all(|f| id_text(f))
         && c.name
             .as_ref()
-            .map_or(true, |n| n.chars().count() <= TEXT_MAX)
+            .is_none_or(|n| n.chars().count() <= TEXT_MAX)
         && in_range(c.misfire_grace, 0.0, YEAR_S, false)
         && plain_text(&conn.host)
-        && conn.topic.as_ref().map_or(true, |s| plain_text(s))
-        && conn.key.as_ref().map_or(true, |s| plain_text(s))
+        && conn.topic.as_ref().is_none_or(|s| plain_text(s))
+        && conn.key.as_ref().is_none_or(|s| plain_text(s))
         && (matches!(t.kind, TaskType::Rest) || conn.topic.is_some())
-        && conn.headers.as_ref().map_or(true, headers_ok)
+        && conn.headers.as_ref().is_none_or(headers_ok)
         && in_range(t.retry_wait, 0.0, WEEK_S, false)
-        && t.max_retries.map_or(true, |n| n <= 1000)
+        && t.max_retries.is_none_or(|n| n <= 1000)
         && in_range(t.retry_backoff, 1.0, 10.0, true)
         && in_range(t.retry_max_wait, 0.0, WEEK_S, false)
         && in_range(t.retry_max_age, 0.0, YEAR_S, false)
@@ -529,7 +533,7 @@ fn take<'a>(
     partitions: u32,
     max_bytes: usize,
 ) -> Option<Taken<'a>> {
-    if raw.len() > max_bytes || surrogate_escape(raw) {
+    if partitions == 0 || raw.len() > max_bytes || surrogate_escape(raw) {
         return None;
     }
     let text = std::str::from_utf8(raw).ok()?;
@@ -544,10 +548,10 @@ fn take<'a>(
             return None;
         }
     }
-    let accepted_us = timestamp_ms.checked_mul(1000)?;
-    if !(FIRST_US..=LAST_US).contains(&accepted_us) {
+    if !(FIRST_US / 1000..LAST_STAMP_MS).contains(&timestamp_ms) {
         return None;
     }
+    let accepted_us = timestamp_ms * 1000;
     let schedule: &str = &command.schedule;
     let due_us = match command.kind {
         Kind::Date => date_us(schedule)?,
@@ -667,7 +671,7 @@ fn take_batch<'py>(
 
 /// The lane's judgement of one command's bytes, whatever its key and partition:
 /// `None` (declined) or `(schedule id, partition, task type, host, record,
-/// due-index key, due µs)`. For tests and `bench.pieces`.
+/// due-index key, due µs)`. For tests.
 #[pyfunction]
 fn judge_one(
     py: Python<'_>,

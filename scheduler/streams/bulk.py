@@ -249,6 +249,7 @@ async def handle(parts: list[Part]) -> None:
                     if isinstance(command, tuple):
                         fast += 1
                     else:
+                        lane = None  # this awaits: a writer holds only between awaits
                         await accept(
                             record.key,
                             record.value or b"",

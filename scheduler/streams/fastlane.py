@@ -92,16 +92,23 @@ def _admits(kind: str, host: str) -> bool:
     if found is None:
         if len(_targets) >= TARGETS_MAX:
             _targets.clear()
-        found = _targets[(kind, host)] = admits_target(kind, host)
+        try:
+            found = admits_target(kind, host)
+        except Exception:
+            # A host the checks cannot read (``http://[::1``): the Python path
+            # refuses it, saying why.
+            found = False
+        _targets[(kind, host)] = found
     return found
 
 
 class Writer:
     """Stores what the lane took of one partition's commands, within one batch.
 
-    What every command would look up again (the staged writes and the
-    outbox's lists) is looked up once: a writer is good until the batch
-    sends what it holds (``Batch.pause``), and the caller then makes another.
+    What every command would look up again (the staged writes, the outbox's
+    lists, the instants the timer ignores) is looked up once: a writer is
+    good until the next ``await`` of its caller (``Batch.pause`` sends what it
+    holds, a timer may refill meanwhile), and the caller then makes another.
     """
 
     def __init__(self, partition: int, outbox: Outbox) -> None:
@@ -111,7 +118,8 @@ class Writer:
         self._quiet()
 
     def _quiet(self) -> None:
-        # Instants after this are nothing to the partition's timer for a second.
+        # Instants after this are nothing to the partition's timer for a while
+        # (PartitionTimer.quiet_after); a partition without a timer yet: none.
         self.quiet_after = registry.quiet_after(self.partition)
         self.quiet_until = time.monotonic() + QUIET_FOR_S
 

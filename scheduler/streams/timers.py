@@ -57,6 +57,7 @@ import asyncio
 import contextlib
 import heapq
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -309,10 +310,11 @@ class TimerRegistry:
         timer = self.timers.get(partition)
         return timer is not None and timer.takes(due_us)
 
-    def quiet_after(self, partition: int) -> int:
-        """:meth:`PartitionTimer.quiet_after` of the partition's timer (no timer: every instant)."""
+    def quiet_after(self, partition: int) -> float:
+        """:meth:`PartitionTimer.quiet_after` of the partition's timer. Without a
+        timer, no instant (one may start at the next turn of the loop)."""
         timer = self.timers.get(partition)
-        return -1 if timer is None else timer.quiet_after()
+        return math.inf if timer is None else timer.quiet_after()
 
     def would_take(self, partition: int, due_us: int) -> bool:
         """What :meth:`takes` would answer, without counting the instant as woken."""

@@ -58,7 +58,11 @@ async def test_the_lane_stores_new_schedules_and_leaves_the_rest_to_the_python_p
     records.append(keyed({**new(NEW + 2), "type": "cron", "schedule": "0 9 * * *"}))
     await produce_fast(first.bootstrap, first.topic("schedule-commands"), records)
 
-    worker: Worker = first.sibling(first.data_dir, extra_env=first.extra_env).start()
+    worker: Worker = make_worker(
+        app_id=first.app_id, prefix=first.prefix, extra_env=first.extra_env
+    )
+    worker.data_dir = first.data_dir
+    worker.start()
     applied = await eventually(
         lambda: (n := metric(worker, "scheduler_commands_applied_total")) >= NEW + 3 and n,
         timeout=120,

@@ -192,6 +192,9 @@ HOSTS = [
     "http://169.254.169.254/latest",
     "http://[::1]:80/",
     "http://localhost/x",
+    "http://[::1",  # urlsplit raises on it
+    "http://[notip]/",
+    "b:\u00b2",  # a kafka port that isdigit() takes and int() does not
     None,
     5,
 ]
@@ -445,6 +448,56 @@ def test_a_batch_declines_a_command_not_keyed_by_its_id_or_read_from_another_par
         PARTITIONS,
         MAX_BYTES,
     )[0] == [None]
+
+
+#: A float field next to its bound, written with more digits than a double holds:
+#: read correctly rounded, each lands outside it (or exactly on it).
+NEAR_BOUNDS = [
+    ("task", "timeout", b"3600.00000000000023"),
+    ("task", "timeout", b"3600.0000000000001"),
+    ("task", "retry_backoff", b"0.99999999999999994"),
+    ("task", "retry_backoff", b"10.000000000000001"),
+    ("task", "retry_wait", b"604800.000000000061"),
+    ("task", "retry_max_wait", b"604800.000000000061"),
+    ("task", "retry_max_age", b"31622400.000000002"),
+    ("command", "misfire_grace", b"31622400.000000002"),
+    ("command", "misfire_grace", b"4.9e-324"),
+    ("command", "misfire_grace", b"0e5"),
+]
+
+
+@pytest.mark.parametrize(("where", "name", "number"), NEAR_BOUNDS)
+def test_a_number_at_its_bound_is_read_as_the_python_path_reads_it(
+    where: str, name: str, number: bytes
+) -> None:
+    command = json.loads(json.dumps(COMMON[3]))
+    (command["task"] if where == "task" else command)[name] = "@"
+    check(json.dumps(command).encode().replace(b'"@"', number))
+
+
+def test_a_target_the_checks_cannot_read_is_refused_by_the_python_path() -> None:
+    from scheduler.streams import fastlane
+
+    for kind, host in [("rest", "http://[::1"), ("kafka", "b:\u00b2")]:
+        assert fastlane._admits(kind, host) is False  # not an exception out of the batch
+        task = {"type": kind, "connection": {"host": host, "topic": "t"}}
+        raw = json.dumps({**COMMON[3], "task": task}).encode()
+        assert lane.judge_one(raw, STAMP_MS, PARTITIONS, MAX_BYTES) is not None
+        with pytest.raises(InvalidCommand):
+            admit_raw(raw, RULES)
+
+
+@pytest.mark.parametrize("stamp_ms", [2**32 * 1000 - 1, 2**32 * 1000, 10**14])
+def test_a_timestamp_past_2106_is_declined(stamp_ms: int) -> None:
+    """The Python path reads it through a float, a microsecond off now and then."""
+    raw = json.dumps(COMMON[3]).encode()
+    assert (lane.judge_one(raw, stamp_ms, PARTITIONS, MAX_BYTES) is None) == (
+        stamp_ms >= 2**32 * 1000
+    )
+
+
+def test_no_partitions_declines_rather_than_dividing_by_zero() -> None:
+    assert lane.judge_one(json.dumps(COMMON[3]).encode(), STAMP_MS, 0, MAX_BYTES) is None
 
 
 def test_a_command_over_the_size_limit_is_declined() -> None:
