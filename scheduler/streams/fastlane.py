@@ -31,7 +31,6 @@ the Python path, as before: slower, not different.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from scheduler import metrics, tables
@@ -66,9 +65,6 @@ STORED = metrics.counter(
     "scheduler_commands_fastlane_total",
     "new schedules the compiled lane stored (the rest took the Python path)",
 )
-
-#: Seconds a writer trusts what the timer ignores (``PartitionTimer.quiet_after``).
-QUIET_FOR_S = 0.5
 
 #: Targets judged, by (task type, host): a worker's commands name few.
 _targets: dict[tuple[str, str], bool] = {}
@@ -105,45 +101,51 @@ def _admits(kind: str, host: str) -> bool:
 class Writer:
     """Stores what the lane took of one partition's commands, within one batch.
 
-    What every command would look up again (the staged writes, the outbox's
-    lists, the instants the timer ignores) is looked up once: a writer is
-    good until the next ``await`` of its caller (``Batch.pause`` sends what it
-    holds, a timer may refill meanwhile), and the caller then makes another.
+    What every command would look up again (the staged writes, what the batch
+    read ahead, the records cached, the outbox's lists, the instants the
+    timer ignores) is looked up once: a writer is good until the next
+    ``await`` of its caller (``Batch.pause`` sends what the batch holds, a
+    flush drops what was read ahead, a timer may refill), and the caller
+    then makes another. Between two awaits only time moves, and
+    ``PartitionTimer.quiet_after`` leaves a second for that.
     """
 
     def __init__(self, partition: int, outbox: Outbox) -> None:
         self.partition = partition
         self.staged, self.log = tables.writer(schedules, partition, outbox)
         self.staged_index, self.log_index = tables.writer(due_index, partition, outbox)
-        self._quiet()
-
-    def _quiet(self) -> None:
-        # Instants after this are nothing to the partition's timer for a while
-        # (PartitionTimer.quiet_after); a partition without a timer yet: none.
-        self.quiet_after = registry.quiet_after(self.partition)
-        self.quiet_until = time.monotonic() + QUIET_FOR_S
+        self.read_ahead = tables.read_ahead(schedules, partition)
+        self.cached = records.cached()
+        # Instants after this are nothing to the partition's timer; with no
+        # timer yet, none is (one may start at the next turn of the loop).
+        self.quiet_after = registry.quiet_after(partition)
 
     def store(self, key: bytes, taken: Taken) -> bool:
         """Store a command the lane took and whose target is admitted, as
         ``scheduler.streams.apply.apply`` would; False, storing nothing, if it
-        must take the Python path after all: its schedule exists (written
-        earlier in this batch included), or its instant is due now.
+        must take the Python path after all: its schedule exists (or was
+        written or erased earlier in this batch), or its instant is due now.
         """
+        if key in self.staged or key in self.cached:
+            return False
+        found = self.read_ahead.get(key, _UNREAD)
+        if found is _UNREAD:
+            found = tables.read(schedules, self.partition, key)
+        if found is not None:
+            return False
         sid, _, value, entry, due_us = taken
-        partition = self.partition
-        # Staged writes first, then what the batch read ahead (``tables.read``).
-        if records.is_cached(key) or tables.read(schedules, partition, key) is not None:
-            return False
-        if time.monotonic() > self.quiet_until:
-            self._quiet()
         quiet = due_us > self.quiet_after
-        if not quiet and registry.would_take(partition, due_us):
+        if not quiet and registry.would_take(self.partition, due_us):
             return False
-        census.changed(partition, None, Status.ACTIVE)
+        census.changed(self.partition, None, Status.ACTIVE)
         self.staged[key] = value
         self.log.append((key, value))
         self.staged_index[entry] = b"1"
         self.log_index.append((entry, b"1"))
         if not quiet:
-            registry.offer(partition, due_us, sid)
+            registry.offer(self.partition, due_us, sid)
         return True
+
+
+#: Not read ahead (``None`` is "read, and not there").
+_UNREAD: Any = object()

@@ -35,6 +35,11 @@ def is_cached(key: bytes) -> bool:
     return key in _cache
 
 
+def cached() -> OrderedDict[bytes, state.ScheduleRecord]:
+    """The cache itself, for a caller that asks :func:`is_cached` of many keys; read only."""
+    return _cache
+
+
 def load(key: bytes, partition: int) -> state.ScheduleRecord | None:
     found = _cache.get(key)
     if found is not None:

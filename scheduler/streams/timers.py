@@ -219,7 +219,8 @@ class PartitionTimer:
     def quiet_after(self) -> int:
         """An instant later than this, for the next second, is neither taken
         (:meth:`takes`) nor offered (:meth:`offer`): the timer reads it from
-        the table when its refill reaches it. For a caller storing many."""
+        the table when its refill reaches it. For a caller storing many with
+        no await between (only a refill moves the horizon)."""
         return max(
             self.horizon_us, self._now_us() + max(self.lead_us(), WINDOW_US) + QUIET_MARGIN_US
         )

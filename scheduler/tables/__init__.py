@@ -163,6 +163,12 @@ def writer(
     )
 
 
+def read_ahead(table: Any, partition: int) -> dict[bytes, bytes | None]:
+    """What :func:`prefetch` read of the partition: good until the next :func:`flush`
+    (which drops it), for a caller that reads many keys with no await between."""
+    return _prefetched.get((id(table), partition)) or {}
+
+
 def erase(table: Any, partition: int, key: bytes, outbox: Outbox) -> None:
     _stage(table, partition)[key] = None
     outbox.add(_changelog(table), partition, key, None, _persister(table, partition))
