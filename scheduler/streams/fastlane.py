@@ -2,12 +2,12 @@
 
 Most commands a worker reads register a schedule it does not have yet. For
 those, the steps of the Python path (decode and validate, schedule id,
-partition, first instant, record) cost about 30 µs a command, more than the
-30,000 commands/s goal allows for all of a command. The extension built
-from ``native/`` (``scheduler_fastlane``, installed by ``make``) does them in
-one call for a fetched list of records: for each record it either declines
-or returns the schedule id, the record and the due-index key that the
-Python path would have written, byte for byte.
+partition, first instant, record) cost more than the 30,000 commands/s goal
+leaves for all of a command (bench/RESULTS.md, the registration budget). The
+extension built from ``native/`` (``scheduler_fastlane``, installed by
+``make``) does them in one call for a fetched list of records: for each
+record it either declines or returns the schedule id, the record and the
+due-index key that the Python path would have written, byte for byte.
 
 It declines whatever it is not sure the command format takes as it is:
 anything but an upsert of a ``date``, ``delay`` or ``delay-recur`` schedule
@@ -19,7 +19,7 @@ pydantic model stays the one definition of the format;
 invalid, that whatever the lane takes, the model accepts, into the same
 bytes.
 
-What the lane cannot know is left to :func:`store`, which falls back to
+What the lane cannot know is left to :meth:`Writer.store`, which falls back to
 the Python path as well: the worker's egress policy (asked once per target),
 a schedule that already exists, and an instant its partition's timer would
 wake at once.
