@@ -840,9 +840,9 @@ WHY = {
         "batch per partition and its records as one Kafka batch per partition. What is left "
         "is fetching, RocksDB, producing and the event loop, in one Python process per "
         "worker: with a command's own work at zero cost, one worker stored 48,000 to 65,000 "
-        "commands/s on this machine (a throwaway patch; its figures are in the commit that "
-        "added the lane). Two "
-        "workers on this machine share its two cores with the broker."
+        "commands/s on this machine (measured with a throwaway patch; the commit that wrote "
+        "this sentence gives the figures). Two workers on this machine share its two cores "
+        "with the broker."
     ),
     "idle": (
         "What an idle worker still does: aiokafka's fetch routine in the consumer thread "
