@@ -92,10 +92,16 @@ def admits_target(kind: str, host: str, rules: Rules = WORKER_RULES) -> bool:
     The command path's compiled lane (``scheduler.streams.fastlane``) asks
     this once per target, and the format's own check of a rest task's host
     with it, so that the lane admits exactly what :func:`admit_raw` admits.
+    Never raises.
     """
-    if kind == "rest" and not is_http_url(host):
+    try:
+        if kind == "rest" and not is_http_url(host):
+            return False
+        return egress.judged(rules.policy, kind, host) is None
+    except Exception:
+        # A host the checks cannot read (``http://[::1``, a port of ``²``):
+        # ``admit_raw`` refuses its command, saying why.
         return False
-    return egress.judged(rules.policy, kind, host) is None
 
 
 class InvalidItem(InvalidCommand):

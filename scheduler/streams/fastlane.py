@@ -88,13 +88,7 @@ def _admits(kind: str, host: str) -> bool:
     if found is None:
         if len(_targets) >= TARGETS_MAX:
             _targets.clear()
-        try:
-            found = admits_target(kind, host)
-        except Exception:
-            # A host the checks cannot read (``http://[::1``): the Python path
-            # refuses it, saying why.
-            found = False
-        _targets[(kind, host)] = found
+        found = _targets[(kind, host)] = admits_target(kind, host)
     return found
 
 
