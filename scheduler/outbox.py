@@ -109,6 +109,8 @@ class Outbox:
         sent: list[Any] = []
         for (topic, partition), records in collected.items():
             report = _Reporter(topic, partition, self._on_written.pop((topic, partition), None))
+            if not records:  # taken by a writer (records_of) that then wrote nothing
+                continue
             if len(records) < MIN_BATCH:
                 await self._one_by_one(topic, partition, records, report)
             else:

@@ -99,3 +99,24 @@ async def test_the_lane_stores_new_schedules_and_leaves_the_rest_to_the_python_p
         assert expected is not None
         assert body == json.loads(json.dumps(state.describe(expected)))
         assert body["next_fire_at"] == "2031-01-01T00:00:00.000Z"
+
+
+async def test_a_batch_whose_only_lane_command_is_due_now_is_applied_by_the_python_path(
+    make_worker: Any,
+) -> None:
+    """The lane's writer for the partition is made, then stores nothing: the batch
+    must still be written (it once queued an empty list of records, and the
+    worker stopped)."""
+    worker: Worker = make_worker().start()
+    await produce_fast(
+        worker.bootstrap,
+        worker.topic("schedule-commands"),
+        [keyed({**new(1), "type": "delay", "schedule": "0.001"})],
+    )
+    fired = await read_topic(
+        worker.bootstrap, worker.topic("firings"), lambda found: len(found) >= 1, timeout=60
+    )
+    assert [record["value"]["schedule_id"] for record in fired] == [CLIENTS.sid("k1")]
+    assert metric(worker, "scheduler_commands_applied_total") == 1
+    assert metric(worker, "scheduler_commands_fastlane_total") == 0
+    assert worker.alive()
