@@ -1,7 +1,8 @@
-"""Sizes of each mode, and the goals of issue 7, in one place."""
+"""Sizes of each mode, and the goals of issues 7 and 30, in one place."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -101,6 +102,26 @@ def scaled(count: int) -> str:
 DELIVERY_ROWS = [f"{scaled(count)}-{kind}" for count in (1, SCALED) for kind in ("kafka", "http")]
 
 
+#: Seconds from the first command of a burst to its instant, for the sizes that fix it.
+#: Issue 30 states its burst so: 100,000 one-shots produced at full speed 30 s
+#: before their instant. Other sizes plan the lead by the registration rate
+#: measured in the run (:func:`burst_due`).
+BURST_LEAD_S = {100_000: 30.0}
+
+
+def burst_due(n: int, rate: float, now: float) -> int:
+    """The instant (epoch seconds) of a burst of ``n`` whose commands start at ``now``.
+
+    Without a fixed lead: 5 s plus 1.5 times what registering ``n`` should take
+    at ``rate``, the same for every system, so that each is measured firing a
+    crowd it has stored, not registering it.
+    """
+    lead = BURST_LEAD_S.get(n)
+    if lead is None:
+        lead = 5 + 1.5 * n / rate
+    return math.ceil(now + lead)
+
+
 @dataclass(frozen=True)
 class Goal:
     """``metric`` of ``workload`` for ``system`` should be ``op`` ``limit`` (in ``unit``)."""
@@ -139,6 +160,37 @@ def goals(sizes: Sizes) -> list[Goal]:
                 Goal("burst", f"{ours}-kafka", "p99", "<=", kafka_p99, "s", kafka_label, n),
                 Goal("burst", f"{ours}-http", "last", "<=", http_all, "s", http_label, n),
             ]
+        if count == 1 and 100_000 in sizes.bursts:
+            # Issue 30, on one worker: the whole burst stored before its instant,
+            # which is 30 s after its first command (BURST_LEAD_S), and delivered
+            # within 1 s of it. Stated for the Kafka target: REST deliveries have
+            # their own goal above (all delivered within 20 s), as the target's
+            # POSTs, not the scheduler, set how fast 100,000 of them go.
+            found += [
+                Goal(
+                    "burst",
+                    f"{ours}-{kind}",
+                    "stored_before_due_s",
+                    ">=",
+                    0,
+                    "s",
+                    f"burst 100,000 all stored before the instant ({target})",
+                    100_000,
+                )
+                for kind, target in targets
+            ]
+            found.append(
+                Goal(
+                    "burst",
+                    f"{ours}-kafka",
+                    "p99",
+                    "<=",
+                    1.0,
+                    "s",
+                    "burst 100,000 Kafka p99, 30 s lead (issue 30)",
+                    100_000,
+                )
+            )
         for metric, unit, limits in steady_goals:
             for kind, target in targets:
                 label = f"steady {rate:,}/s {target} {metric}{on}"

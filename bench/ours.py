@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
 from bench import procs, stats
-from bench.config import SCALED, Sizes, scaled
+from bench.config import SCALED, Sizes, burst_due, scaled
 from bench.kafka_target import KafkaTarget
 from bench.profile import Profiler
 from bench.target import Control, HttpTarget
@@ -496,7 +496,7 @@ async def _burst(
         t = task(kind, where, ctx.bootstrap)
         await warm_up(ctx, worker, reader, run, t)
         rate = ctx.rates.get("ours", DEFAULT_RATE)
-        due = math.ceil(time.time() + 5 + 1.5 * n / rate)
+        due = burst_due(n, rate, time.time())
         expected = {sid(run, i) for i in range(n)}
         base = await worker.applied()
         seen0 = await reader.count(run)

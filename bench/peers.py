@@ -21,6 +21,7 @@ from redis import Redis
 from rq_scheduler import Scheduler
 
 from bench import procs, stats
+from bench.config import burst_due
 from bench.ours import Context, sleep_until, watch_recovery
 from bench.rq_peer import deliver
 from scheduler.devtools.redis import command as redis_command
@@ -252,7 +253,7 @@ async def burst(ctx: Context, system: str, n: int) -> dict[str, Any]:
         run = f"burst{n}-{system}-{uuid.uuid4().hex[:6]}"
         await warm_up(ctx, peer, run)
         rate = ctx.rates.get(system, DEFAULT_RATES[system])
-        due = math.ceil(time.time() + 5 + 1.5 * n / rate)
+        due = burst_due(n, rate, time.time())
         seen0 = await ctx.http.count(run)
         sent_at = time.time()
         _, seconds = await peer.register("date", "b-", n, ctx.http.url(run), at=due)
