@@ -212,9 +212,10 @@ class PartitionTimer:
         self._woken(due_us, lead, now)
         return True
 
-    def would_take(self, due_us: int) -> bool:
-        """What :meth:`takes` would answer, without counting the instant as woken."""
-        return self._due_now(due_us, self.lead_us(), self._now_us())
+    def due_soon(self, due_us: int) -> bool:
+        """Whether an instant is within ``fire_ahead``: the lead without a crowd, and
+        what :meth:`takes` answers for an instant outside a crowd's window."""
+        return due_us <= self._now_us() + self.ahead_us
 
     def quiet_after(self) -> int:
         """An instant later than this, for the next second, is neither taken
@@ -317,10 +318,10 @@ class TimerRegistry:
         timer = self.timers.get(partition)
         return math.inf if timer is None else timer.quiet_after()
 
-    def would_take(self, partition: int, due_us: int) -> bool:
-        """What :meth:`takes` would answer, without counting the instant as woken."""
+    def due_soon(self, partition: int, due_us: int) -> bool:
+        """:meth:`PartitionTimer.due_soon` of the partition's timer (no timer: no)."""
         timer = self.timers.get(partition)
-        return timer is not None and timer.would_take(due_us)
+        return timer is not None and timer.due_soon(due_us)
 
     def reconcile(self, wanted: set[int]) -> None:
         for partition in set(self.timers) - wanted:

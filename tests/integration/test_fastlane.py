@@ -7,11 +7,15 @@ policy denies, an instant due at once, and a command the lane declines (a
 cron schedule). The lane must store exactly the new ones, as the Python path
 stores them (read back through the web view), and the rest must be updated,
 refused, fired and stored as before.
+
+A crowd (more than ``timers.CROWD`` instants in a partition's window) is
+stored by the lane too, and its timer fires it.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +24,7 @@ import pytest
 
 from scheduler.domain import state
 from scheduler.domain.models import parse_command
+from scheduler.streams.timers import CROWD
 from tests.integration.test_command_batches import produce_fast
 from tests.support import Clients, Worker, eventually, metric, read_topic
 
@@ -120,3 +125,33 @@ async def test_a_batch_whose_only_lane_command_is_due_now_is_applied_by_the_pyth
     assert metric(worker, "scheduler_commands_applied_total") == 1
     assert metric(worker, "scheduler_commands_fastlane_total") == 0
     assert worker.alive()
+
+
+async def test_a_crowd_beyond_fire_ahead_is_stored_by_the_lane_and_fired_by_the_timers(
+    make_worker: Any,
+) -> None:
+    """The Python path would fire each member of a crowd as it stores it
+    (``PartitionTimer.takes``); the lane stores it and offers it to the timer,
+    unless it is within ``fire_ahead``. Every one is fired once, at its instant."""
+    worker: Worker = make_worker().start()
+    count = 3 * CROWD * worker.partitions // 2  # about 1,500 a partition: a crowd in each
+    due = datetime.fromtimestamp(int(time.time()) + 20, tz=UTC)
+    at = due.strftime("%Y-%m-%dT%H:%M:%SZ")
+    commands = [keyed(new(n, at)) for n in range(count)]
+    await produce_fast(worker.bootstrap, worker.topic("schedule-commands"), commands)
+    await eventually(
+        lambda: metric(worker, "scheduler_commands_applied_total") >= count, timeout=120
+    )
+    assert metric(worker, "scheduler_commands_fastlane_total") == count
+    fired = await read_topic(
+        worker.bootstrap,
+        worker.topic("firings"),
+        lambda found: len(found) >= count,
+        timeout=120,
+    )
+    assert sorted(record["value"]["schedule_id"] for record in fired) == sorted(
+        CLIENTS.sid(f"k{n}") for n in range(count)
+    )
+    assert {record["value"]["scheduled_for"] for record in fired} == {
+        due.strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+    }

@@ -487,6 +487,21 @@ def test_while_the_window_holds_a_crowd_any_instant_in_it_is_taken(
     assert not timer.takes(now + WINDOW_US + SECOND)
 
 
+def test_due_soon_is_fire_ahead_whatever_the_crowd(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the compiled lane leaves to the Python path: a crowd does not widen it."""
+    monkeypatch.setattr(timers_module, "CROWD", 3)
+    clock = FakeClock()
+    timer = PartitionTimer(3, lambda low, high: [], Sent(clock), clock, ahead_us=5 * SECOND)
+    timer.horizon_us = clock() + WINDOW_US
+    now = clock()
+    for k in range(10):
+        timer.offer(now + 28 * SECOND, f"crowd{k}")
+    assert timer.lead_us() > 5 * SECOND
+    assert timer.due_soon(now + 4 * SECOND) and timer.due_soon(now - SECOND)
+    assert not timer.due_soon(now + 6 * SECOND)
+    assert timer.takes(now + 6 * SECOND)  # the crowd's window, for the Python path
+
+
 def test_the_lead_grows_with_the_surplus_over_the_crowd(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(timers_module, "CROWD", 2)
     timer = PartitionTimer(0, lambda low, high: [], Sent(FakeClock()), ahead_us=5 * SECOND)
