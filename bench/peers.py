@@ -267,6 +267,7 @@ async def burst(ctx: Context, system: str, n: int) -> dict[str, Any]:
             {
                 "n": n,
                 "registered_s": round(seconds, 3),
+                "lead_s": round(due - sent_at, 3),
                 "stored_before_due_s": round(due - stored_at, 3),
             }
         )

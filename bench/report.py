@@ -579,7 +579,9 @@ def markdown(
             "burst started before registration ended). "
             + (
                 f"The commands are produced at full speed from {config.BURST_LEAD_S[n]:g} s "
-                "before the instant (issue 30)."
+                "before the instant (issue 30; *lead* is what it was, less the time "
+                "the commands took to build), for every system. Our worker CPU and "
+                "profile cover registering too, from the first command."
                 if n in config.BURST_LEAD_S
                 else "The instant is 5 s plus 1.5 times what registering the burst should take "
                 "at the rate the run measured, after the first command."
@@ -601,6 +603,7 @@ def markdown(
                     ("worker CPU (cores)", "worker_cores", cores),
                     ("Kafka broker CPU (cores)", "broker_cores", cores),
                     ("machine CPU busy", "machine_busy_pct", lambda x: num(x, " %")),
+                    ("lead (first command to instant)", "lead_s", secs),
                     ("registering took", "registered_s", secs),
                     ("stored before due", "stored_before_due_s", secs),
                 ],
@@ -813,9 +816,13 @@ WHY = {
         "A worker fires each instant ahead of time (`SCHEDULER_FIRE_AHEAD`, 5 s, and up to "
         "30 s for a crowd): the schedule's new state and the firing are written, and the "
         "executor holds the firing until its instant, so the instant itself costs only the "
-        "delivery. A command whose instant is already within its timer's lead (a member of "
-        "a crowd) is fired by the agent as it applies the command, in the same batch, with "
-        "no due-index entry and no wake-up (`scheduler/streams/apply.py`). A crowd of Kafka "
+        "delivery. A new schedule of the compiled lane's shape (`scheduler/streams/fastlane.py`) "
+        "is stored and indexed, and its timer wakes it, a crowd's members early; any other "
+        "command whose instant is already within its timer's lead (a member of a crowd) is "
+        "fired by the agent as it applies the command, in the same batch, with no due-index "
+        "entry and no wake-up (`scheduler/streams/apply.py`). Waking, firing and holding "
+        "a schedule cost far more than storing it, and on one worker share its core with "
+        "the storing (see *registering took* and *fired*). A crowd of Kafka "
         "firings due together is appended to its producer batches a second before its "
         "instant, and at the instant every partition's batches are queued at once; REST "
         "firings go one POST each over kept-alive connections "

@@ -33,10 +33,12 @@ woken early keep counting towards the crowd until they come: otherwise the
 lead fell back to ``fire_ahead`` each time a part of a crowd still being
 stored had been woken, and the rest waited until the heap had grown again.
 
-An instant stored when it is already within the lead, or within the window
-while the window holds a crowd, is not offered at all:
+An instant the Python path stores when it is already within the lead, or
+within the window while the window holds a crowd, is not offered at all:
 :meth:`PartitionTimer.takes` tells the agent storing it to wake it itself,
-in the same batch (``scheduler.streams.apply``).
+in the same batch (``scheduler.streams.apply``). The compiled lane
+(``scheduler.streams.fastlane``) asks only :meth:`PartitionTimer.due_soon`,
+and offers a crowd's members further off.
 
 A timer does not fire anything itself. It sends the (instant, schedule)
 pairs that are due to ``schedule-commands-keyed``, to its own partition, as
@@ -203,7 +205,10 @@ class PartitionTimer:
         back within seconds, after an index entry, a wake-up, a second read
         and a second write of its record: in a burst, a large part of the
         crowd went that way, each costing much more CPU than one woken as it
-        is stored (measured in bench/, see bench/RESULTS.md).
+        is stored (measured in bench/, see bench/RESULTS.md). That holds for
+        the Python path; the compiled lane stores a command for much less
+        than firing it costs, and offers a crowd's members instead
+        (``scheduler.streams.fastlane.Writer.store``).
         """
         now = self._now_us()
         lead = self.lead_us()
@@ -213,8 +218,8 @@ class PartitionTimer:
         return True
 
     def due_soon(self, due_us: int) -> bool:
-        """Whether an instant is within ``fire_ahead``: the lead without a crowd, and
-        what :meth:`takes` answers for an instant outside a crowd's window."""
+        """Whether an instant is within ``fire_ahead``, the lead without a crowd:
+        what :meth:`takes` answers while the window holds no crowd."""
         return due_us <= self._now_us() + self.ahead_us
 
     def quiet_after(self) -> int:
