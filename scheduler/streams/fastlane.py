@@ -123,10 +123,9 @@ class Writer:
 
         A member of a crowd further off is stored and offered to the timer,
         although the Python path would fire it at once (``PartitionTimer.takes``):
-        firing costs the command path more than the lane saves, and a burst of
-        100,000 produced 30 s before its instant was then still being stored
-        25 s after it; stored here, it was all stored 5.8 s before it, and the
-        timer woke it meanwhile (measured in the commit that made this so).
+        firing it here cost the command path far more than the lane saves, and
+        a crowd produced shortly before its instant was still being stored after
+        it (the figures are in the commit that made this so, a8d1989).
         """
         if key in self.staged or key in self.cached:
             return False
