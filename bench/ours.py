@@ -507,19 +507,21 @@ async def _burst(
         whole = n in BURST_LEAD_S
         profiler: Profiler | None = None
         cpu: procs.CpuWatch | None = None
+
+        def watch() -> tuple[Profiler | None, procs.CpuWatch]:
+            started = ctx.profile_start(f"burst-{kind}", worker.pid) if profile else None
+            return started, procs.CpuWatch({"worker": worker.pids, "broker": ctx.broker_pid})
+
         try:
             if whole:
-                profiler = ctx.profile_start(f"burst-{kind}", worker.pid) if profile else None
-                cpu = procs.CpuWatch({"worker": worker.pids, "broker": ctx.broker_pid})
+                profiler, cpu = watch()
             sent_at = time.time()
             topic = worker.prefix + "schedule-commands"
             produced_s = await produce(ctx.bootstrap, topic, commands)
             stored_at = await worker.wait_applied(base + n, max(due - time.time() + 120, n / 500))
-            if not whole:
+            if cpu is None:
                 await sleep_until(due - 1)
-                profiler = ctx.profile_start(f"burst-{kind}", worker.pid) if profile else None
-                cpu = procs.CpuWatch({"worker": worker.pids, "broker": ctx.broker_pid})
-            assert cpu is not None
+                profiler, cpu = watch()
             timeout = max(30.0, n / 500)
             await reader.wait_count(run, seen0 + n, due + timeout - time.time())
             usage = cpu.stop()

@@ -145,7 +145,7 @@ async def test_a_crowd_beyond_fire_ahead_is_stored_by_the_lane_and_fired_by_the_
         lambda: metric(worker, "scheduler_commands_applied_total") >= count, timeout=120
     )
     assert metric(worker, "scheduler_commands_fastlane_total") == count
-    fired = await read_topic(
+    await read_topic(
         worker.bootstrap,
         worker.topic("firings"),
         lambda found: len(found) >= count,
