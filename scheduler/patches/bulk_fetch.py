@@ -39,8 +39,11 @@ the position has already passed them:
   consumer, and the generation they are stamped with changes only after
   a revocation has run, so a kept record is never one of another owner's.
 
-A partition with a commit is read again from it after a rebalance or at
-the end of a recovery, so some records may come twice; a command applied
+For the topics left to Faust, ``scheduler.patches.consumer`` (3) now makes
+the seek back cover a partition with no commit as well.
+
+A partition is read again from its commit (or, with none, from its start)
+after a rebalance or at the end of a recovery, so some records may come twice; a command applied
 twice leaves the same schedule (a rejection or a re-keyed copy may be sent
 twice).
 

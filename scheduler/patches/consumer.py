@@ -27,20 +27,48 @@ each rebalance, before the worker is ready.
 Ours (2): one request for all of them.
 
 Why (2): the round trips were a large share of a failover.
+
+Upstream (3): records Faust drops move the position past them all the
+same: those a fetch brings while the flow is stopped (during a rebalance or
+a recovery), and those of a partition that left the active set while the
+fetch was under way (a new assignment pauses the stream partitions until
+its recovery ends). Faust then, and at the end of every recovery, seeks
+back to the committed offsets (``Consumer.perform_seek``). aiokafka's
+``seek_to_committed`` seeks only a partition with a commit above 0, so a
+partition nobody has committed yet keeps the position past what was
+dropped, and its first records are never read by this owner.
+
+Ours (3): a partition committed at 0 is sought there too, and a stream
+partition with no commit goes back to where the consumer's reset policy
+(``auto_offset_reset``, ``earliest`` here) starts a partition it has just
+been given. Changelog partitions keep their positions: Faust positions them
+itself, from the offsets its tables keep.
+
+Why (3): a worker started after another was killed with -9 before its first
+commit never read the retry record or the firing waiting in its partitions
+(``tests/integration/test_delivery.py``, the retry that survives kill -9:
+about 1 run in 8 here; the record sat one offset behind the position, with no
+commit, and no agent had it). As at every seek back, what was read since
+the last commit may be read again: firing ids make that harmless.
 """
 
 from __future__ import annotations
 
+import asyncio
 from time import monotonic
 from typing import Any
 
 import aiokafka
+from aiokafka.consumer.fetcher import OffsetResetStrategy
+from faust.transport.consumer import Consumer as FaustConsumer
+from faust.transport.consumer import ensure_TP
 from faust.transport.drivers import aiokafka as driver
 
 REPLACES = (
     "faust.transport.drivers.aiokafka:aiokafka",
     "aiokafka.consumer.fetcher:Fetcher._proc_fetch_request",
     "aiokafka:AIOKafkaConsumer.seek_to_committed",
+    "faust.transport.consumer:Consumer.perform_seek",
 )
 USES = (
     "aiokafka:AIOKafkaConsumer._fetcher",
@@ -51,6 +79,13 @@ USES = (
     "aiokafka.consumer.fetcher:Fetcher._subscriptions",
     "aiokafka.consumer.fetcher:Fetcher.seek_to",
     "aiokafka.consumer.group_coordinator:GroupCoordinator.fetch_committed_offsets",
+    "aiokafka.consumer.fetcher:Fetcher._default_reset_strategy",
+    "aiokafka.consumer.fetcher:Fetcher.request_offset_reset",
+    "aiokafka:AIOKafkaConsumer._request_timeout_ms",
+    "faust.transport.consumer:Consumer._read_offset",
+    "faust.transport.consumer:Consumer._committed_offset",
+    "faust.transport.drivers.aiokafka:Consumer._thread",
+    "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread._ensure_consumer",
 )
 
 IDLE_AFTER_S = 5.0
@@ -100,9 +135,57 @@ class Consumer(aiokafka.AIOKafkaConsumer):  # type: ignore[misc]
             meta = found.get(tp)
             offset = None if meta is None or meta.offset == -1 else meta.offset
             committed[tp] = offset
-            if offset and offset > 0:
+            if offset is not None:
                 self._fetcher.seek_to(tp, offset)
         return committed
+
+    async def seek_to_reset_policy(self, *partitions: Any) -> bool:
+        """Put ``partitions`` where the reset policy starts a partition with no commit.
+
+        As aiokafka's ``seek_to_beginning`` does for its one policy: wait for
+        the new positions, or for the partitions to be taken away, at most a
+        request timeout. True once every position is set. Partitions no
+        longer assigned are left out.
+        """
+        fetcher = self._fetcher
+        strategy = fetcher._default_reset_strategy
+        # A rebalance may have taken some away since Faust asked: those are
+        # the next owner's to position.
+        assigned = self._subscription.assigned_partitions()
+        partitions = tuple(tp for tp in partitions if tp in assigned)
+        if not partitions or strategy == OffsetResetStrategy.NONE:
+            return True
+        reset = fetcher.request_offset_reset(partitions, strategy)
+        assignment = self._subscription.subscription.assignment
+        await asyncio.wait(
+            [reset, assignment.unassign_future],
+            timeout=self._request_timeout_ms / 1000,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        self._coordinator.check_errors()
+        return bool(reset.done())
+
+
+async def perform_seek(self: Any) -> None:
+    """Faust's seek back to the committed offsets, and uncommitted stream partitions to the
+    reset policy's start (Upstream and Ours (3) above)."""
+    committed = await self.seek_to_committed()
+    self._read_offset.update(
+        {
+            tp: offset if offset is not None and offset >= 0 else None
+            for tp, offset in committed.items()
+        }
+    )
+    self._committed_offset.update(
+        {ensure_TP(tp): offset or None for tp, offset in committed.items() if offset is not None}
+    )
+    changelogs = self.app.tables.changelog_topics
+    uncommitted = [
+        tp for tp, offset in committed.items() if offset is None and tp.topic not in changelogs
+    ]
+    if uncommitted:
+        thread = self._thread
+        await thread.call_thread(thread._ensure_consumer().seek_to_reset_policy, *uncommitted)
 
 
 class _AiokafkaForFaust:
@@ -114,3 +197,4 @@ class _AiokafkaForFaust:
 
 def install() -> None:
     driver.aiokafka = _AiokafkaForFaust()  # type: ignore[attr-defined]
+    FaustConsumer.perform_seek = perform_seek  # type: ignore[method-assign]
