@@ -39,11 +39,12 @@ the position has already passed them:
   consumer, and the generation they are stamped with changes only after
   a revocation has run, so a kept record is never one of another owner's.
 
-For the topics left to Faust, ``scheduler.patches.consumer`` (3) now makes
-the seek back cover a partition with no commit as well.
+(For the topics left to Faust, ``scheduler.patches.consumer`` (3) makes the
+seek back cover a partition with no commit as well; it leaves diverted
+topics alone, since nothing of theirs is dropped.)
 
-A partition is read again from its commit (or, with none, from its start)
-after a rebalance or at the end of a recovery, so some records may come twice; a command applied
+A partition with a commit is read again from it after a rebalance or at
+the end of a recovery, so some records may come twice; a command applied
 twice leaves the same schedule (a rejection or a re-keyed copy may be sent
 twice).
 
@@ -87,6 +88,11 @@ _getmany = ThreadDelegateConsumer._getmany
 def divert(topic: str, sink: Sink) -> None:
     """Hand every fetched record of ``topic`` to ``sink`` instead of Faust's streams."""
     _sinks[topic] = sink
+
+
+def diverted(topic: str) -> bool:
+    """Whether :func:`divert` takes ``topic``'s records away from Faust."""
+    return topic in _sinks
 
 
 def done(consumer: Any, tp: Any, next_offset: int) -> None:

@@ -30,31 +30,40 @@ Why (2): the round trips were a large share of a failover.
 
 Upstream (3): records Faust drops move the position past them all the
 same: those a fetch brings while the flow is stopped (during a rebalance or
-a recovery), and those of a partition that left the active set while the
-fetch was under way (a new assignment pauses the stream partitions until
-its recovery ends). Faust then, and at the end of every recovery, seeks
-back to the committed offsets (``Consumer.perform_seek``). aiokafka's
-``seek_to_committed`` seeks only a partition with a commit above 0, so a
-partition nobody has committed yet keeps the position past what was
-dropped, and its first records are never read by this owner.
+a recovery), after which Faust seeks back to the committed offsets
+(``Consumer.perform_seek``), and those of a partition that left the active
+set while the fetch was under way (a new assignment pauses the stream
+partitions until its recovery ends), which only the seek back at the end
+of every recovery reaches. aiokafka's ``seek_to_committed`` seeks only a
+partition with a commit above 0, so a partition nobody has committed yet
+keeps the position past what was dropped, and its first records are never
+read by this owner.
 
 Ours (3): a partition committed at 0 is sought there too, and a stream
-partition with no commit goes back to where the consumer's reset policy
-(``auto_offset_reset``, ``earliest`` here) starts a partition it has just
-been given. Changelog partitions keep their positions: Faust positions them
-itself, from the offsets its tables keep.
+partition with no commit goes back to its start, where aiokafka starts a
+partition it has just been given under the ``earliest`` reset policy
+(``scheduler.app`` sets it; under another policy this part does nothing, as
+upstream). The seek is to offset 0, with no request and no wait: if the log
+no longer starts there, the broker answers "out of range" and aiokafka
+resets the partition to its earliest offset. Left alone: changelog
+partitions (Faust positions them from the offsets its tables keep) and the
+topics ``scheduler.patches.bulk_fetch`` diverts (it keeps what Faust would
+drop, so a seek back would only hand those records over twice).
 
 Why (3): a worker started after another was killed with -9 before its first
 commit never read the retry record or the firing waiting in its partitions
 (``tests/integration/test_delivery.py``, the retry that survives kill -9:
-about 1 run in 8 here; the record sat one offset behind the position, with no
-commit, and no agent had it). As at every seek back, what was read since
-the last commit may be read again: firing ids make that harmless.
+5 failures in 37 runs here; the record sat one offset behind the position,
+with no commit, and no agent had it). As at every seek back, what was read
+since the last commit may be read again: firing ids make that harmless.
+A first version waited for aiokafka's own reset (a ListOffsets request),
+which waits for the fetch in flight: 1.1 to 1.7 s on an idle consumer here
+(its 2 s long poll), at nearly every recovery, since some partition (Faust's
+leader topic, an unused retry tier) never had a record, so never a commit.
 """
 
 from __future__ import annotations
 
-import asyncio
 from time import monotonic
 from typing import Any
 
@@ -63,6 +72,8 @@ from aiokafka.consumer.fetcher import OffsetResetStrategy
 from faust.transport.consumer import Consumer as FaustConsumer
 from faust.transport.consumer import ensure_TP
 from faust.transport.drivers import aiokafka as driver
+
+from scheduler.patches import bulk_fetch
 
 REPLACES = (
     "faust.transport.drivers.aiokafka:aiokafka",
@@ -80,8 +91,6 @@ USES = (
     "aiokafka.consumer.fetcher:Fetcher.seek_to",
     "aiokafka.consumer.group_coordinator:GroupCoordinator.fetch_committed_offsets",
     "aiokafka.consumer.fetcher:Fetcher._default_reset_strategy",
-    "aiokafka.consumer.fetcher:Fetcher.request_offset_reset",
-    "aiokafka:AIOKafkaConsumer._request_timeout_ms",
     "faust.transport.consumer:Consumer._read_offset",
     "faust.transport.consumer:Consumer._committed_offset",
     "faust.transport.drivers.aiokafka:Consumer._thread",
@@ -139,36 +148,27 @@ class Consumer(aiokafka.AIOKafkaConsumer):  # type: ignore[misc]
                 self._fetcher.seek_to(tp, offset)
         return committed
 
-    async def seek_to_reset_policy(self, *partitions: Any) -> bool:
-        """Put ``partitions`` where the reset policy starts a partition with no commit.
+    async def seek_to_start(self, *partitions: Any) -> list[Any]:
+        """Seek ``partitions`` to their start, under the ``earliest`` reset policy only.
 
-        As aiokafka's ``seek_to_beginning`` does for its one policy: wait for
-        the new positions, or for the partitions to be taken away, at most a
-        request timeout. True once every position is set. Partitions no
-        longer assigned are left out.
+        Offset 0, without a request: where the log starts later, the fetch
+        is answered "out of range" and aiokafka resets the partition to its
+        earliest offset (the policy). Partitions no longer assigned (a
+        rebalance took them since Faust asked) are left to their next owner.
+        Returns the partitions sought.
         """
-        fetcher = self._fetcher
-        strategy = fetcher._default_reset_strategy
-        # A rebalance may have taken some away since Faust asked: those are
-        # the next owner's to position.
+        if self._fetcher._default_reset_strategy != OffsetResetStrategy.EARLIEST:
+            return []
         assigned = self._subscription.assigned_partitions()
-        partitions = tuple(tp for tp in partitions if tp in assigned)
-        if not partitions or strategy == OffsetResetStrategy.NONE:
-            return True
-        reset = fetcher.request_offset_reset(partitions, strategy)
-        assignment = self._subscription.subscription.assignment
-        await asyncio.wait(
-            [reset, assignment.unassign_future],
-            timeout=self._request_timeout_ms / 1000,
-            return_when=asyncio.FIRST_COMPLETED,
-        )
-        self._coordinator.check_errors()
-        return bool(reset.done())
+        sought = [tp for tp in partitions if tp in assigned]
+        for tp in sought:
+            self._fetcher.seek_to(tp, 0)
+        return sought
 
 
 async def perform_seek(self: Any) -> None:
-    """Faust's seek back to the committed offsets, and uncommitted stream partitions to the
-    reset policy's start (Upstream and Ours (3) above)."""
+    """Faust's seek back to the committed offsets, and uncommitted stream partitions to their
+    start (Upstream and Ours (3) above)."""
     committed = await self.seek_to_committed()
     self._read_offset.update(
         {
@@ -181,11 +181,13 @@ async def perform_seek(self: Any) -> None:
     )
     changelogs = self.app.tables.changelog_topics
     uncommitted = [
-        tp for tp, offset in committed.items() if offset is None and tp.topic not in changelogs
+        tp
+        for tp, offset in committed.items()
+        if offset is None and tp.topic not in changelogs and not bulk_fetch.diverted(tp.topic)
     ]
     if uncommitted:
         thread = self._thread
-        await thread.call_thread(thread._ensure_consumer().seek_to_reset_policy, *uncommitted)
+        await thread.call_thread(thread._ensure_consumer().seek_to_start, *uncommitted)
 
 
 class _AiokafkaForFaust:

@@ -6,6 +6,7 @@ Faust's driver builds, on a real broker, through the two ways back: a
 partition with no commit goes to where the reset policy starts it, and one
 committed at 0 goes to 0. Reading a partition to its end stands in for the
 fetch whose records Faust dropped: the position has passed them either way.
+A partition whose log no longer starts at 0 goes to where it starts.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
 from aiokafka.structs import OffsetAndMetadata
 
 import scheduler.app  # noqa: F401  (installs the adjustments)
@@ -47,14 +48,18 @@ async def partition(kafka: LocalBroker) -> TopicPartition:
     return TopicPartition(topic, 0)
 
 
-@pytest.fixture
-async def consumer(kafka: LocalBroker, partition: TopicPartition) -> AsyncIterator[Consumer]:
-    instance = Consumer(
+def new_consumer(kafka: LocalBroker, reset: str = "earliest") -> Consumer:
+    return Consumer(
         bootstrap_servers=kafka.bootstrap,
         group_id=f"group-{uuid.uuid4().hex[:8]}",
         enable_auto_commit=False,
-        auto_offset_reset="earliest",
+        auto_offset_reset=reset,
     )
+
+
+@pytest.fixture
+async def consumer(kafka: LocalBroker, partition: TopicPartition) -> AsyncIterator[Consumer]:
+    instance = new_consumer(kafka)
     await instance.start()
     instance.assign([partition])
     try:
@@ -74,7 +79,7 @@ async def read_all(consumer: Consumer, tp: TopicPartition) -> list[bytes]:
     return values
 
 
-async def test_a_partition_with_no_commit_goes_back_to_the_reset_policys_start(
+async def test_a_partition_with_no_commit_goes_back_to_its_start(
     consumer: Consumer, partition: TopicPartition
 ) -> None:
     assert await read_all(consumer, partition) == [b"r0", b"r1", b"r2"]
@@ -84,9 +89,46 @@ async def test_a_partition_with_no_commit_goes_back_to_the_reset_policys_start(
     assert await consumer.seek_to_committed() == {partition: None}
     assert await consumer.position(partition) == RECORDS
 
-    assert await consumer.seek_to_reset_policy(partition)
+    assert await consumer.seek_to_start(partition) == [partition]
     assert await consumer.position(partition) == 0
     assert await read_all(consumer, partition) == [b"r0", b"r1", b"r2"]
+
+
+async def test_a_log_that_no_longer_starts_at_0_is_read_from_where_it_starts(
+    kafka: LocalBroker, partition: TopicPartition
+) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_records({partition: RecordsToDelete(before_offset=1)})
+    finally:
+        await admin.close()
+    consumer = new_consumer(kafka)
+    await consumer.start()
+    try:
+        consumer.assign([partition])
+        assert await read_all(consumer, partition) == [b"r1", b"r2"]
+
+        assert await consumer.seek_to_start(partition) == [partition]
+        # Offset 0 is out of range now: the policy (earliest) puts it at 1.
+        assert await read_all(consumer, partition) == [b"r1", b"r2"]
+        assert await consumer.position(partition) == RECORDS
+    finally:
+        await consumer.stop()
+
+
+async def test_under_another_reset_policy_nothing_is_sought(
+    kafka: LocalBroker, partition: TopicPartition
+) -> None:
+    latest = new_consumer(kafka, reset="latest")
+    await latest.start()
+    try:
+        latest.assign([partition])
+        assert await latest.position(partition) == RECORDS
+        assert await latest.seek_to_start(partition) == []
+        assert await latest.position(partition) == RECORDS
+    finally:
+        await latest.stop()
 
 
 async def test_a_partition_committed_at_0_goes_back_to_0(
@@ -114,5 +156,5 @@ async def test_a_partition_no_longer_assigned_is_left_out(
 ) -> None:
     assert await read_all(consumer, partition) == [b"r0", b"r1", b"r2"]
     gone = TopicPartition(partition.topic, 1)
-    assert await consumer.seek_to_reset_policy(gone)
-    assert await consumer.position(partition) == RECORDS
+    assert await consumer.seek_to_start(gone, partition) == [partition]
+    assert await consumer.position(partition) == 0

@@ -1,4 +1,4 @@
-"""Which partitions Faust's seek back sends to the reset policy (``patches.consumer``, (3)).
+"""Which partitions Faust's seek back sends to their start (``patches.consumer``, (3)).
 
 The consumer and its thread are stand-ins with the members the seek uses;
 what the seeks do on a real broker is in
@@ -14,6 +14,7 @@ from faust.transport.consumer import Consumer as FaustConsumer
 from faust.types import TP
 
 import scheduler.app  # noqa: F401  (installs the adjustments)
+from scheduler.patches import bulk_fetch
 from scheduler.patches import consumer as patch
 
 FIRINGS_0 = TP("firings", 0)
@@ -34,9 +35,9 @@ class _Thread:
     def _ensure_consumer(self) -> _Thread:
         return self
 
-    async def seek_to_reset_policy(self, *partitions: Any) -> bool:
+    async def seek_to_start(self, *partitions: Any) -> list[Any]:
         self.reset.extend(partitions)
-        return True
+        return list(partitions)
 
 
 class _Consumer:
@@ -57,8 +58,16 @@ def test_faust_seeks_back_through_ours() -> None:
     assert FaustConsumer.perform_seek is patch.perform_seek
 
 
-async def test_only_stream_partitions_without_a_commit_go_to_the_reset_policy() -> None:
+async def test_only_stream_partitions_without_a_commit_go_to_their_start() -> None:
     consumer = _Consumer({FIRINGS_0: None, FIRINGS_1: 7, COMMANDS_0: 0, CHANGELOG_0: None})
+    await consumer.perform_seek()
+    assert consumer._thread.reset == [FIRINGS_0]
+
+
+async def test_a_diverted_topic_is_left_alone(monkeypatch: Any) -> None:
+    monkeypatch.setitem(bulk_fetch._sinks, "diverted-commands", lambda *_: None)
+    diverted = TP("diverted-commands", 0)
+    consumer = _Consumer({FIRINGS_0: None, diverted: None})
     await consumer.perform_seek()
     assert consumer._thread.reset == [FIRINGS_0]
 
