@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -48,24 +49,29 @@ async def partition(kafka: LocalBroker) -> TopicPartition:
     return TopicPartition(topic, 0)
 
 
-def new_consumer(kafka: LocalBroker, reset: str = "earliest") -> Consumer:
-    return Consumer(
+@asynccontextmanager
+async def assigned(
+    kafka: LocalBroker, partition: TopicPartition, reset: str = "earliest"
+) -> AsyncIterator[Consumer]:
+    """The consumer class Faust's driver builds, started and given ``partition``."""
+    instance = Consumer(
         bootstrap_servers=kafka.bootstrap,
         group_id=f"group-{uuid.uuid4().hex[:8]}",
         enable_auto_commit=False,
         auto_offset_reset=reset,
     )
+    await instance.start()
+    try:
+        instance.assign([partition])
+        yield instance
+    finally:
+        await instance.stop()
 
 
 @pytest.fixture
 async def consumer(kafka: LocalBroker, partition: TopicPartition) -> AsyncIterator[Consumer]:
-    instance = new_consumer(kafka)
-    await instance.start()
-    instance.assign([partition])
-    try:
+    async with assigned(kafka, partition) as instance:
         yield instance
-    finally:
-        await instance.stop()
 
 
 async def read_all(consumer: Consumer, tp: TopicPartition) -> list[bytes]:
@@ -103,32 +109,22 @@ async def test_a_log_that_no_longer_starts_at_0_is_read_from_where_it_starts(
         await admin.delete_records({partition: RecordsToDelete(before_offset=1)})
     finally:
         await admin.close()
-    consumer = new_consumer(kafka)
-    await consumer.start()
-    try:
-        consumer.assign([partition])
+    async with assigned(kafka, partition) as consumer:
         assert await read_all(consumer, partition) == [b"r1", b"r2"]
 
         assert await consumer.seek_to_start(partition) == [partition]
         # Offset 0 is out of range now: the policy (earliest) puts it at 1.
         assert await read_all(consumer, partition) == [b"r1", b"r2"]
         assert await consumer.position(partition) == RECORDS
-    finally:
-        await consumer.stop()
 
 
 async def test_under_another_reset_policy_nothing_is_sought(
     kafka: LocalBroker, partition: TopicPartition
 ) -> None:
-    latest = new_consumer(kafka, reset="latest")
-    await latest.start()
-    try:
-        latest.assign([partition])
+    async with assigned(kafka, partition, reset="latest") as latest:
         assert await latest.position(partition) == RECORDS
         assert await latest.seek_to_start(partition) == []
         assert await latest.position(partition) == RECORDS
-    finally:
-        await latest.stop()
 
 
 async def test_a_partition_committed_at_0_goes_back_to_0(
