@@ -39,8 +39,7 @@ partition with a commit above 0, so a partition nobody has committed yet
 keeps the position past what was dropped, and its first records are never
 read by this owner.
 
-Ours (3): a partition committed at 0 is sought there too, and a stream
-partition with no commit goes back to its start, where aiokafka starts a
+Ours (3): a stream partition with no commit goes back to its start, where aiokafka starts a
 partition it has just been given under the ``earliest`` reset policy
 (``scheduler.app`` sets it; under another policy this part does nothing, as
 upstream). The seek is to offset 0, with no request and no wait: if the log
@@ -48,7 +47,15 @@ no longer starts there, the broker answers "out of range" and aiokafka
 resets the partition to its earliest offset. Left alone: changelog
 partitions (Faust positions them from the offsets its tables keep) and the
 topics ``scheduler.patches.bulk_fetch`` diverts (it keeps what Faust would
-drop, so a seek back would only hand those records over twice).
+drop, so a seek back would only hand those records over twice). A commit
+of 0 is still not sought, as upstream: at the end of a recovery Faust puts
+the stream partitions back before it seeks, so what a fetch hands over in
+between is read again after the seek; a replayed firing (its partition
+committed at 0 by ``scheduler replay``) was then delivered twice
+(``tests/e2e/test_replay.py``). A partition with no commit has the same
+window, but holds records only when its owner died before its first
+commit: a duplicate there is the at-least-once that firing ids allow, a
+record never read is a loss.
 
 Why (3): a worker started after another was killed with -9 before its first
 commit now and then never read the retry record or the firing waiting in
@@ -144,7 +151,7 @@ class Consumer(aiokafka.AIOKafkaConsumer):  # type: ignore[misc]
             meta = found.get(tp)
             offset = None if meta is None or meta.offset == -1 else meta.offset
             committed[tp] = offset
-            if offset is not None:
+            if offset and offset > 0:  # as aiokafka: see Ours (3) for why not 0
                 self._fetcher.seek_to(tp, offset)
         return committed
 

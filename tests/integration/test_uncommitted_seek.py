@@ -3,8 +3,8 @@
 Faust seeks back to the committed offsets after it drops fetched records
 (``scheduler.patches.consumer``, (3)). These tests drive the consumer class
 Faust's driver builds, on a real broker, through the two ways back: a
-partition with no commit goes to where the reset policy starts it, and one
-committed at 0 goes to 0. Reading a partition to its end stands in for the
+partition with no commit goes to its start, and one committed further on
+goes back to its commit. Reading a partition to its end stands in for the
 fetch whose records Faust dropped: the position has passed them either way.
 A partition whose log no longer starts at 0 goes to where it starts.
 """
@@ -125,17 +125,6 @@ async def test_under_another_reset_policy_nothing_is_sought(
         assert await latest.position(partition) == RECORDS
         assert await latest.seek_to_start(partition) == []
         assert await latest.position(partition) == RECORDS
-
-
-async def test_a_partition_committed_at_0_goes_back_to_0(
-    consumer: Consumer, partition: TopicPartition
-) -> None:
-    await consumer.commit({partition: OffsetAndMetadata(0, "")})
-    assert await read_all(consumer, partition) == [b"r0", b"r1", b"r2"]
-
-    assert await consumer.seek_to_committed() == {partition: 0}
-    assert await consumer.position(partition) == 0
-    assert await read_all(consumer, partition) == [b"r0", b"r1", b"r2"]
 
 
 async def test_a_partition_committed_further_on_goes_back_there(
