@@ -8,6 +8,11 @@
 //! sure of is declined, never refused. `tests/unit/test_fastlane.py` holds it
 //! to that over generated commands.
 //!
+//! When its timer wakes such a schedule, a one-shot, `fire` writes the woken
+//! record and its firing from the stored bytes, or declines and the Python
+//! path wakes it (`scheduler.streams.firing.fired_by_lane`);
+//! `tests/unit/test_fastlane_fire.py` holds it to the Python path's bytes.
+//!
 //! It keeps the interpreter lock throughout: a call that let go of it let the
 //! consumer's thread take it, which cost the command path more than the work
 //! saved (see `scheduler.domain.ids.murmur2`).
@@ -102,9 +107,9 @@ enum Misfire {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, bound(deserialize = "D: Deserialize<'de>"))]
 #[allow(dead_code)] // read by serde: present and well-typed is the check
-struct Command<'a> {
+struct Command<'a, D = AnyJson> {
     #[serde(default, deserialize_with = "present")]
     action: Option<Upsert>,
     #[serde(default, borrow)]
@@ -118,7 +123,7 @@ struct Command<'a> {
     #[serde(default, deserialize_with = "present")]
     timezone: Option<Utc>,
     #[serde(borrow)]
-    task: Task<'a>,
+    task: Task<'a, D>,
     #[serde(default, deserialize_with = "present")]
     misfire_policy: Option<Misfire>,
     #[serde(default, deserialize_with = "present")]
@@ -141,15 +146,15 @@ struct Client<'a> {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, bound(deserialize = "D: Deserialize<'de>"))]
 #[allow(dead_code)]
-struct Task<'a> {
+struct Task<'a, D = AnyJson> {
     #[serde(rename = "type")]
     kind: TaskType,
     #[serde(borrow)]
     connection: Connection<'a>,
     #[serde(default)]
-    data: Option<AnyJson>,
+    data: Option<D>,
     #[serde(default, deserialize_with = "present")]
     failed_policy: Option<FailedPolicy>,
     #[serde(default, deserialize_with = "present")]
@@ -289,7 +294,7 @@ fn surrogate_escape(raw: &[u8]) -> bool {
 }
 
 /// Whether the command is one this lane takes, as far as its own fields say.
-fn well_formed(c: &Command) -> bool {
+fn well_formed<D>(c: &Command<'_, D>) -> bool {
     let client = &c.client;
     let t = &c.task;
     let conn = &t.connection;
@@ -698,9 +703,353 @@ fn judge_one(
     }
 }
 
+/// A `data` value as Python holds it once pydantic has read it: an object
+/// keeps each key where it first came and the value it last had, as a dict
+/// does. What this cannot say the way pydantic writes it back declines the
+/// firing: an integral number of 2^63 or more, written as a float or not (a
+/// float cannot tell `1e19` from `10000000000000000000`, which Python reads
+/// as a float and as an int), and an object of more than `DATA_KEYS` keys.
+enum Data {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Uint(u64),
+    Float(f64),
+    Text(String),
+    List(Vec<Data>),
+    Object(Vec<(String, Data)>),
+}
+
+/// The keys an object of `data` may have for a compiled firing (each new key is
+/// looked for among the others).
+const DATA_KEYS: usize = 64;
+/// 2^63: from here an integral float may stand for an int Python would keep.
+const BIG: f64 = 9_223_372_036_854_775_808.0;
+
+impl<'de> Deserialize<'de> for Data {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(DataVisitor)
+    }
+}
+
+struct DataVisitor;
+
+impl<'de> Visitor<'de> for DataVisitor {
+    type Value = Data;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Data, E> {
+        Ok(Data::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Data, E> {
+        Ok(Data::Int(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Data, E> {
+        Ok(Data::Uint(v))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Data, E> {
+        if !v.is_finite() || (v.fract() == 0.0 && v.abs() >= BIG) {
+            return Err(E::custom("declined"));
+        }
+        Ok(Data::Float(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Data, E> {
+        Ok(Data::Text(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Data, E> {
+        Ok(Data::Text(v))
+    }
+    fn visit_unit<E>(self) -> Result<Data, E> {
+        Ok(Data::Null)
+    }
+    fn visit_none<E>(self) -> Result<Data, E> {
+        Ok(Data::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Data, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<Data>()? {
+            items.push(item);
+        }
+        Ok(Data::List(items))
+    }
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Data, M::Error> {
+        let mut members: Vec<(String, Data)> = Vec::new();
+        while let Some((key, value)) = map.next_entry::<String, Data>()? {
+            if let Some(slot) = members.iter_mut().find(|(k, _)| *k == key) {
+                slot.1 = value;
+            } else if members.len() < DATA_KEYS {
+                members.push((key, value));
+            } else {
+                return Err(de::Error::custom("declined"));
+            }
+        }
+        Ok(Data::Object(members))
+    }
+}
+
+/// A JSON string as pydantic writes it (pydantic-core escapes as serde_json does).
+fn put_text(out: &mut Vec<u8>, text: &str) {
+    serde_json::to_writer(&mut *out, text).expect("a string always encodes");
+}
+
+/// A float as pydantic writes it (the shortest text that reads back the same).
+fn put_float(out: &mut Vec<u8>, value: f64) {
+    serde_json::to_writer(&mut *out, &value).expect("a finite float always encodes");
+}
+
+fn put_data(out: &mut Vec<u8>, value: &Data) {
+    match value {
+        Data::Null => out.extend_from_slice(b"null"),
+        Data::Bool(v) => out.extend_from_slice(if *v { b"true" } else { b"false" }),
+        Data::Int(v) => out.extend_from_slice(v.to_string().as_bytes()),
+        Data::Uint(v) => out.extend_from_slice(v.to_string().as_bytes()),
+        Data::Float(v) => put_float(out, *v),
+        Data::Text(v) => put_text(out, v),
+        Data::List(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                put_data(out, item);
+            }
+            out.push(b']');
+        }
+        Data::Object(members) => {
+            out.push(b'{');
+            for (i, (key, item)) in members.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                put_text(out, key);
+                out.push(b':');
+                put_data(out, item);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+fn put_opt_text(out: &mut Vec<u8>, value: Option<&str>) {
+    match value {
+        None => out.extend_from_slice(b"null"),
+        Some(v) => put_text(out, v),
+    }
+}
+
+fn put_opt_float(out: &mut Vec<u8>, value: Option<f64>) {
+    match value {
+        None => out.extend_from_slice(b"null"),
+        Some(v) => put_float(out, v),
+    }
+}
+
+/// Text the model's whitespace stripping leaves as it is (empty text too).
+fn kept_text(text: &str) -> bool {
+    text.is_empty() || plain_text(text)
+}
+
+/// `Command.firing_fields`: the command's `"name"`, `"client"` and `"task"` as
+/// pydantic writes them, every default filled in; None where this cannot be
+/// sure it writes the same (text the model would strip).
+fn firing_fields(c: &Command<'_, Data>) -> Option<Vec<u8>> {
+    let t = &c.task;
+    let conn = &t.connection;
+    if !c.name.as_deref().is_none_or(kept_text) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(b"\"name\":");
+    put_opt_text(&mut out, c.name.as_deref());
+    let client = &c.client;
+    out.extend_from_slice(b",\"client\":{\"operation\":");
+    put_text(&mut out, &client.operation);
+    out.extend_from_slice(b",\"application\":");
+    put_text(&mut out, &client.application);
+    out.extend_from_slice(b",\"group\":");
+    put_text(&mut out, &client.group);
+    out.extend_from_slice(b",\"key\":");
+    put_text(&mut out, &client.key);
+    out.extend_from_slice(b",\"type\":");
+    put_text(&mut out, &client.type_);
+    out.extend_from_slice(match t.kind {
+        TaskType::Rest => b"},\"task\":{\"type\":\"rest\",\"connection\":{\"host\":",
+        TaskType::Kafka => b"},\"task\":{\"type\":\"kafka\",\"connection\":{\"host\":",
+    });
+    put_text(&mut out, &conn.host);
+    out.extend_from_slice(b",\"cluster\":null,\"headers\":{");
+    if let Some(headers) = &conn.headers {
+        for (i, (name, value)) in headers.0.iter().enumerate() {
+            if !kept_text(value) {
+                return None;
+            }
+            if i > 0 {
+                out.push(b',');
+            }
+            put_text(&mut out, name);
+            out.push(b':');
+            put_text(&mut out, value);
+        }
+    }
+    out.extend_from_slice(b"},\"topic\":");
+    put_opt_text(&mut out, conn.topic.as_deref());
+    out.extend_from_slice(b",\"key\":");
+    put_opt_text(&mut out, conn.key.as_deref());
+    out.extend_from_slice(b",\"mode\":null},\"data\":");
+    match &t.data {
+        None => out.extend_from_slice(b"null"),
+        Some(data) => put_data(&mut out, data),
+    }
+    out.extend_from_slice(match t.failed_policy {
+        None | Some(FailedPolicy::None) => b",\"history_check\":false,\"failed_policy\":\"none\"",
+        Some(FailedPolicy::Retry) => b",\"history_check\":false,\"failed_policy\":\"retry\"",
+    });
+    out.extend_from_slice(b",\"retry_wait\":");
+    put_float(&mut out, t.retry_wait.unwrap_or(60.0));
+    out.extend_from_slice(b",\"max_retries\":");
+    out.extend_from_slice(t.max_retries.unwrap_or(3).to_string().as_bytes());
+    out.extend_from_slice(b",\"retry_backoff\":");
+    put_float(&mut out, t.retry_backoff.unwrap_or(1.0));
+    out.extend_from_slice(b",\"retry_max_wait\":");
+    put_opt_float(&mut out, t.retry_max_wait);
+    out.extend_from_slice(b",\"retry_max_age\":");
+    put_opt_float(&mut out, t.retry_max_age);
+    out.extend_from_slice(b",\"timeout\":");
+    put_float(&mut out, t.timeout.unwrap_or(10.0));
+    out.push(b'}');
+    Some(out)
+}
+
+/// `format_utc(instant, micros=True)`'s length.
+const INSTANT_LEN: usize = 27;
+
+/// The parts of a record as `take` writes it: schedule id, acceptance instant
+/// (as written), next instant (µs) and the command's bytes.
+fn lane_record(record: &[u8]) -> Option<(&str, &[u8], i64, &[u8])> {
+    const HEAD: &[u8] = b"{\"schedule_id\":\"";
+    const SID_LEN: usize = 36;
+    let rest = record.strip_prefix(HEAD)?;
+    let sid = std::str::from_utf8(rest.get(..SID_LEN)?).ok()?;
+    let rest = rest[SID_LEN..].strip_prefix(b"\",\"status\":\"active\",\"accepted_at\":\"")?;
+    let accepted = rest.get(..INSTANT_LEN)?;
+    let mut rest = &rest[INSTANT_LEN..];
+    for member in [&b"\",\"created_at\":\""[..], b"\",\"updated_at\":\""] {
+        rest = rest.strip_prefix(member)?;
+        if rest.get(..INSTANT_LEN)? != accepted {
+            return None;
+        }
+        rest = &rest[INSTANT_LEN..];
+    }
+    let rest = rest.strip_prefix(b"\",\"next_fire_at\":\"")?;
+    let next_us = date_us(std::str::from_utf8(rest.get(..INSTANT_LEN)?).ok()?)?;
+    let rest = rest[INSTANT_LEN..].strip_prefix(b"\",")?;
+    let rest = rest.strip_prefix(UNTOUCHED)?;
+    let command = rest.strip_prefix(b",\"command\":")?.strip_suffix(b"}")?;
+    if !sid.starts_with("sch_") || accepted.len() != INSTANT_LEN {
+        return None;
+    }
+    Some((sid, accepted, next_us, command))
+}
+
+/// `state.wake`'s one-shot on time: woken up to this long after its instant.
+const ON_TIME_US: i64 = 1_000_000;
+
+/// A one-shot woken for its instant `due_us` by its timer, whose record is still
+/// as the lane (or the Python path, for a command the lane takes) wrote it:
+/// the record `state.wake` makes of it (its one instant fired, the schedule
+/// completed) and the firing `state.firing_bytes` writes for it, fired at
+/// `now_us`. None where the Python path must decide: another record (woken
+/// before, changed, paused, or of a command the lane declines), a wake-up for
+/// another instant (stale), a recurring schedule, an instant more than a
+/// second past (the misfire policy's call), a grace under a second, or
+/// anything `firing_fields` declines.
+fn fire_woken(record: &[u8], due_us: i64, now_us: i64) -> Option<(Vec<u8>, Vec<u8>)> {
+    let (sid, accepted, next_us, raw) = lane_record(record)?;
+    if next_us != due_us || surrogate_escape(raw) {
+        return None;
+    }
+    let command: Command<'_, Data> = serde_json::from_slice(raw).ok()?;
+    if !well_formed(&command)
+        || matches!(command.kind, Kind::DelayRecur)
+        || now_us - due_us > ON_TIME_US
+        || command.misfire_grace.is_some_and(|grace| grace < 1.0)
+    {
+        return None;
+    }
+    let fields = firing_fields(&command)?;
+    let mut instant = Vec::with_capacity(INSTANT_LEN);
+    write_instant(&mut instant, due_us);
+    let mut fired = Vec::with_capacity(record.len() + 200);
+    fired.extend_from_slice(b"{\"schedule_id\":\"");
+    fired.extend_from_slice(sid.as_bytes());
+    fired.extend_from_slice(b"\",\"status\":\"completed\",\"accepted_at\":\"");
+    fired.extend_from_slice(accepted);
+    fired.extend_from_slice(b"\",\"created_at\":\"");
+    fired.extend_from_slice(accepted);
+    fired.extend_from_slice(b"\",\"updated_at\":\"");
+    fired.extend_from_slice(accepted);
+    fired.extend_from_slice(b"\",\"next_fire_at\":null,\"fire_count\":1,\"last_fired_at\":\"");
+    fired.extend_from_slice(&instant);
+    fired.extend_from_slice(b"\",\"missed_count\":0,\"last_missed_at\":null,\"last_wake\":\"");
+    fired.extend_from_slice(&instant);
+    fired.extend_from_slice(b"\",\"last_batch\":[\"");
+    fired.extend_from_slice(&instant);
+    // Fired ahead of now: an executor holds it, and a delete or pause may take it back.
+    if due_us > now_us {
+        fired.extend_from_slice(b"\"],\"ahead\":[\"");
+        fired.extend_from_slice(&instant);
+        fired.extend_from_slice(b"\"],\"before_ahead\":null,\"command\":");
+    } else {
+        fired.extend_from_slice(b"\"],\"ahead\":[],\"before_ahead\":null,\"command\":");
+    }
+    fired.extend_from_slice(raw);
+    fired.push(b'}');
+    // `ids.firing_id`: "fir_" and the first 32 hex digits of sha256("<id>|<instant>").
+    let mut material = Vec::with_capacity(sid.len() + 1 + INSTANT_LEN);
+    material.extend_from_slice(sid.as_bytes());
+    material.push(b'|');
+    material.extend_from_slice(&instant);
+    let mut firing = Vec::with_capacity(fields.len() + 200);
+    firing.extend_from_slice(b"{\"firing_id\":\"fir_");
+    put_hex(&mut firing, &Sha256::digest(&material)[..16]);
+    firing.extend_from_slice(b"\",\"schedule_id\":\"");
+    firing.extend_from_slice(sid.as_bytes());
+    firing.extend_from_slice(b"\",\"scheduled_for\":\"");
+    firing.extend_from_slice(&instant);
+    firing.extend_from_slice(b"\",\"fired_at\":\"");
+    write_instant(&mut firing, now_us);
+    firing.extend_from_slice(b"\",\"attempt\":1,");
+    firing.extend_from_slice(&fields);
+    firing.push(b'}');
+    Some((fired, firing))
+}
+
+fn put_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for byte in bytes {
+        out.push(HEX[usize::from(byte >> 4)]);
+        out.push(HEX[usize::from(byte & 15)]);
+    }
+}
+
+/// `fire_woken` for Python: `(record, firing)` as bytes, or None.
+#[pyfunction]
+fn fire(py: Python<'_>, record: &[u8], due_us: i64, now_us: i64) -> PyObject {
+    match fire_woken(record, due_us, now_us) {
+        None => py.None(),
+        Some((fired, firing)) => (
+            PyBytes::new_bound(py, &fired),
+            PyBytes::new_bound(py, &firing),
+        )
+            .into_py(py),
+    }
+}
+
 #[pymodule]
 fn scheduler_fastlane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(take_batch, m)?)?;
     m.add_function(wrap_pyfunction!(judge_one, m)?)?;
+    m.add_function(wrap_pyfunction!(fire, m)?)?;
     Ok(())
 }

@@ -65,6 +65,10 @@ STORED = metrics.counter(
     "scheduler_commands_fastlane_total",
     "new schedules the compiled lane stored (the rest took the Python path)",
 )
+FIRED = metrics.counter(
+    "scheduler_firings_fastlane_total",
+    "one-shots the compiled lane fired when woken (counted in scheduler_firings_total too)",
+)
 
 #: Targets judged, by (task type, host): a worker's commands name few.
 _targets: dict[tuple[str, str], bool] = {}
@@ -81,6 +85,17 @@ def take(records_: list[Any], partition: int) -> list[tuple[Taken, bool] | None]
     )
     allowed = [_admits(kind, host) for kind, host in targets]
     return [(lane, allowed[lane[1]]) if lane else None for lane in taken]
+
+
+def fire(record: bytes, due_us: int, now_us: int) -> tuple[bytes, bytes] | None:
+    """A one-shot's stored ``record`` woken for ``due_us`` at ``now_us``, if the
+    lane can fire it: ``(new record, firing)``, what ``state.wake`` and
+    ``state.firing_bytes`` make of it (``tests/unit/test_fastlane_fire.py``
+    holds it to that); else None, and the Python path decides."""
+    if _native is None:
+        return None
+    fired: tuple[bytes, bytes] | None = _native.fire(record, due_us, now_us)
+    return fired
 
 
 def _admits(kind: str, host: str) -> bool:

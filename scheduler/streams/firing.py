@@ -5,9 +5,10 @@ as wake-up records to its own partition of ``schedule-commands-keyed``; the
 apply agent hands each to :func:`wake_all`. For each entry :func:`wake` loads
 the schedule, asks the domain what to fire (``scheduler.domain.state.wake``),
 stores the record's next instant and calls :func:`fire`, which writes one
-firing per instant with :func:`emit`. A command whose first instant is
-already due is woken the same way by the agent that applies it
-(``scheduler.streams.apply``).
+firing per instant with :func:`emit`. A one-shot the compiled lane can fire
+(:func:`fired_by_lane`) skips those steps: the same bytes, written by
+``native/``. A command whose first instant is already due is woken the same
+way by the agent that applies it (``scheduler.streams.apply``).
 
 A delete, pause or change that comes after firings were written ahead of
 their instant takes them back with :func:`revoke`: a record on the same
@@ -22,19 +23,20 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from scheduler import clock, metrics
+from scheduler import clock, metrics, tables
 from scheduler.app import settings
 from scheduler.domain import ids, state
 from scheduler.domain.models import Action
 from scheduler.domain.timefmt import format_utc
 from scheduler.outbox import Outbox
-from scheduler.streams import history, records
+from scheduler.streams import census, fastlane, history, records
 from scheduler.streams.batch import YIELD_EVERY, Batch, firings_topic_name
 from scheduler.streams.timers import index_key
+from scheduler.tables import due_index, schedules
 
 log = logging.getLogger(__name__)
 
-_fired = metrics.counter("scheduler_firings_total", "firings emitted")
+FIRED = metrics.counter("scheduler_firings_total", "firings emitted")
 _missed = metrics.counter("scheduler_missed_instants_total", "due instants not fired (misfire)")
 _revoked = metrics.counter(
     "scheduler_firings_revoked_total",
@@ -50,7 +52,13 @@ async def wake_all(due: list[list[Any]], partition: int, batch: Batch) -> None:
     """The entries of one wake-up record, all owned by ``partition``."""
     for index, (due_us, schedule_id) in enumerate(due, start=1):
         try:
-            await wake(schedule_id.encode(), int(due_us), partition, batch)
+            key = schedule_id.encode()
+            if key not in tables.read_ahead(schedules, partition) and not records.is_cached(key):
+                # What the batch read ahead is dropped whenever a batch is written
+                # (``tables.flush``), and a wake-up record holds up to 2,000 entries.
+                _read_ahead(due[index - 1 : index - 1 + READ_AHEAD], partition)
+            if not fired_by_lane(key, int(due_us), partition, batch):
+                await wake(key, int(due_us), partition, batch)
         except Exception:
             # One schedule that cannot be woken must not hold up the others.
             log.exception("wake-up of %s at %s failed", schedule_id, due_us)
@@ -79,6 +87,43 @@ async def wake(key: bytes, due_us: int, partition: int, outbox: Outbox) -> None:
         if not outcome.fire:
             _stale.inc()
     await fire(current, outcome, partition, outbox)
+
+
+#: Entries of a wake-up record whose records are read in one multi-get.
+READ_AHEAD = 256
+
+
+def _read_ahead(entries: list[list[Any]], partition: int) -> None:
+    keys = [sid.encode() for _, sid in entries]
+    tables.prefetch(schedules, partition, [key for key in keys if not records.is_cached(key)])
+
+
+def fired_by_lane(key: bytes, due_us: int, partition: int, outbox: Outbox) -> bool:
+    """Wake a one-shot the compiled lane can fire, as :func:`wake` would; False
+    if it cannot (``scheduler.streams.fastlane.fire`` says which).
+
+    Most of a burst's schedules are such one-shots, stored by the lane, and
+    :func:`wake` costs several times what storing one did: decoding the
+    record and its command with pydantic, the domain's steps and encoding the
+    record and firing again (measured in bench/, see bench/RESULTS.md). The
+    lane writes the same bytes from the stored ones.
+    """
+    if records.is_cached(key):  # cached records are recurring ones: none of the lane's
+        return False
+    stored = tables.read(schedules, partition, key)
+    if stored is None:
+        return False
+    fired = fastlane.fire(stored, due_us, clock.now_us())
+    if fired is None:
+        return False
+    record, body = fired
+    census.changed(partition, state.Status.ACTIVE, state.Status.COMPLETED)
+    tables.write(schedules, partition, key, record, outbox)
+    tables.erase(due_index, partition, index_key(due_us, key.decode()), outbox)
+    outbox.add(firings_topic_name(), partition, key, body)
+    FIRED.inc()
+    fastlane.FIRED.inc()
+    return True
 
 
 async def fire(
@@ -135,7 +180,7 @@ async def emit(
     """One firing to ``firings``, keyed by schedule id, on the schedule's own partition."""
     body = state.firing_bytes(record, scheduled_for, firing_id, clock.now())
     outbox.add(firings_topic_name(), partition, record.schedule_id.encode(), body)
-    _fired.inc()
+    FIRED.inc()
     if keeps_history(record):
         await history.record(
             record.schedule_id,
