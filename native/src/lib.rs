@@ -708,7 +708,8 @@ fn judge_one(
 /// does. What this cannot say the way pydantic writes it back declines the
 /// firing: an integral number of 2^63 or more, written as a float or not (a
 /// float cannot tell `1e19` from `10000000000000000000`, which Python reads
-/// as a float and as an int), and an object of more than `DATA_KEYS` keys.
+/// as a float and as an int), a negative zero (`-0` is an int to Python, and
+/// serde_json reads it as `-0.0`), and an object of more than `DATA_KEYS` keys.
 enum Data {
     Null,
     Bool(bool),
@@ -749,7 +750,8 @@ impl<'de> Visitor<'de> for DataVisitor {
         Ok(Data::Uint(v))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Data, E> {
-        if !v.is_finite() || (v.fract() == 0.0 && v.abs() >= BIG) {
+        // A negative zero may have been written `-0`, which Python reads as the int 0.
+        if !v.is_finite() || (v.fract() == 0.0 && (v.abs() >= BIG || v.is_sign_negative())) {
             return Err(E::custom("declined"));
         }
         Ok(Data::Float(v))

@@ -80,7 +80,7 @@ def test_what_the_lane_fires_is_what_the_python_path_writes(raw: bytes, offset_u
 #: ``data`` whose text the Python path writes back differently from how it came.
 DATA = [
     b'{"a":1,"b":2,"a":3}',  # a key twice: the first place, the last value
-    b"[1e16, 1e-7, 0.1, -0.0, 5, 5.0, 1E2, 123.456e-3, 2.5e-320]",
+    b"[1e16, 1e-7, 0.1, 0, 0.0, 5, 5.0, 1E2, 123.456e-3, 2.5e-320, -1.5, -7]",
     b"[9223372036854775807, -9223372036854775808, 18446744073709551615]",
     b'"\\u00e9\\u2028\\u001f\\/\\b"',
     b'{"":{"x":[null,true,false,{}]}}',
@@ -99,6 +99,8 @@ UNSURE = [
     b"100000000000000000000",  # an int past 2^64: read as a float here, an int in Python
     b"-9223372036854775809",
     b"1e19",
+    b"-0",  # an int to Python; serde_json reads it as -0.0 (so -0.0 declines too)
+    b"-0.0",
     b"{" + b",".join(b'"k%d":0' % i for i in range(65)) + b"}",
 ]
 
