@@ -954,7 +954,8 @@ fn lane_record(record: &[u8]) -> Option<(&str, &[u8], i64, &[u8])> {
     Some((sid, accepted, next_us, command))
 }
 
-/// `state.wake`'s one-shot on time: woken up to this long after its instant.
+/// `state.wake`'s one-shot on time: woken up to this long after its instant
+/// (later, `misfire.plan` decides).
 const ON_TIME_US: i64 = 1_000_000;
 
 /// A one-shot woken for its instant `due_us` by its timer, whose record is still
@@ -963,19 +964,28 @@ const ON_TIME_US: i64 = 1_000_000;
 /// completed) and the firing `state.firing_bytes` writes for it, fired at
 /// `now_us`. None where the Python path must decide: another record (woken
 /// before, changed, paused, or of a command the lane declines), a wake-up for
-/// another instant (stale), a recurring schedule, an instant more than a
-/// second past (the misfire policy's call), a grace under a second, or
-/// anything `firing_fields` declines.
+/// another instant (stale), a recurring schedule, an instant past its grace
+/// (or near its end), a `skip` policy's instant more than a second past, a
+/// grace under a second, or anything `firing_fields` declines.
 fn fire_woken(record: &[u8], due_us: i64, now_us: i64) -> Option<(Vec<u8>, Vec<u8>)> {
     let (sid, accepted, next_us, raw) = lane_record(record)?;
     if next_us != due_us || surrogate_escape(raw) {
         return None;
     }
     let command: Command<'_, Data> = serde_json::from_slice(raw).ok()?;
-    if !well_formed(&command)
-        || matches!(command.kind, Kind::DelayRecur)
-        || now_us - due_us > ON_TIME_US
-        || command.misfire_grace.is_some_and(|grace| grace < 1.0)
+    let grace = command.misfire_grace.unwrap_or(3600.0);
+    if !well_formed(&command) || matches!(command.kind, Kind::DelayRecur) || grace < 1.0 {
+        return None;
+    }
+    let late_us = now_us - due_us;
+    // Later than on time: `misfire.plan` fires a one-shot's one late instant
+    // under `fire_once` and `fire_all`, as long as it is within the grace; the
+    // record and firing are then those of an instant fired on time. A grace
+    // ends at a microsecond the Python path rounds to: a millisecond near it
+    // declines, as do `skip` and an expired instant.
+    if late_us > ON_TIME_US
+        && (matches!(command.misfire_policy, Some(Misfire::Skip))
+            || late_us as f64 / 1e6 >= grace - 0.001)
     {
         return None;
     }

@@ -44,7 +44,7 @@ def python_fire(record: bytes, now_us: int) -> tuple[bytes, bytes]:
     assert due is not None
     now = clock.from_us(now_us)
     woken = state.wake(current, due, now, ahead=AHEAD)
-    assert woken.changed and len(woken.fire) == 1
+    assert woken.changed and woken.fire == (current.next_fire_at,)
     instant = woken.fire[0]
     firing = state.firing_bytes(
         woken.record, instant, ids.firing_id(current.schedule_id, instant), now
@@ -67,8 +67,14 @@ def fired(raw: bytes, offset_us: int) -> bool:
     return True
 
 
-#: From long before the instant to past the second a one-shot is still on time.
-offsets = st.integers(-40_000_000, 2_000_000) | st.sampled_from([0, 1, 999_999, 1_000_000])
+#: From long before the instant to past the second a one-shot is on time, and past
+#: the misfire graces the generated commands have (10 s, and an hour by default).
+offsets = (
+    st.integers(-40_000_000, 2_000_000)
+    | st.integers(2_000_000, 4_000_000_000)
+    | st.sampled_from([0, 1, 999_999, 1_000_000, 1_000_001, 9_998_999, 9_999_000, 10_000_000])
+    | st.sampled_from([3_598_999_000, 3_599_000_000, 3_600_000_000, 3_600_000_001])
+)
 
 
 @settings(max_examples=1500, deadline=None)
@@ -120,9 +126,21 @@ def test_a_common_one_shot_on_time_is_fired(index: int) -> None:
         assert fired(raw, offset_us)
 
 
-def test_what_the_misfire_policy_decides_is_left_to_the_python_path() -> None:
-    one_shot = json.dumps(COMMON[0]).encode()
-    assert not fired(one_shot, 1_000_001)  # more than a second late
+def test_a_late_one_shot_within_its_grace_is_fired_as_the_misfire_policy_fires_it() -> None:
+    """``fire_once`` and ``fire_all`` fire a one-shot's late instant (``misfire.plan``)."""
+    for policy in (None, "fire_once", "fire_all"):
+        extra = {"misfire_policy": policy} if policy else {}
+        raw = json.dumps({**COMMON[0], **extra, "misfire_grace": 60}).encode()
+        assert fired(raw, 1_000_001)
+        assert fired(raw, 59_998_000)
+        assert not fired(raw, 59_999_500)  # near the end of its grace: the Python path
+        assert not fired(raw, 61_000_000)  # expired: missed, not fired
+
+
+def test_what_the_misfire_policy_decides_otherwise_is_left_to_the_python_path() -> None:
+    skip = json.dumps({**COMMON[0], "misfire_policy": "skip"}).encode()
+    assert fired(skip, 1_000_000)
+    assert not fired(skip, 1_000_001)  # more than a second late: skipped, counted missed
     recurring = json.dumps(COMMON[5]).encode()
     assert not fired(recurring, 0)
     short_grace = json.dumps({**COMMON[0], "misfire_grace": 0.5}).encode()
