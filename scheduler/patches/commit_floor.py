@@ -57,7 +57,8 @@ USES = (
 _new_offset = Consumer._new_offset
 #: Upstream's, kept for the test that shows what it does.
 upstream = Consumer._filter_committable_offsets
-_init = Consumer.__init__
+#: Upstream's ``Consumer.__init__`` as :func:`install` found it.
+_init: Any = None
 
 
 def floors(unacked: Any, generation: int) -> dict[Any, int]:
@@ -91,9 +92,12 @@ class Floors:
 
     :meth:`lowest` is :func:`floors` of the same records. An entry leaves the
     top when its record is acknowledged, gone (a record nobody holds any
-    more is in no unacknowledged set either) or of an earlier generation
-    (generations only grow); a record of a later generation than asked for
-    stays, and counts, which can only hold a commit back.
+    more is in no unacknowledged set either) or of an earlier generation; a
+    record of a later generation than asked for stays, and counts, which
+    can only hold a commit back. Should the generation ever go back (aiokafka
+    resets it to -1 when a heartbeat fails mid-rebalance), a record popped
+    as earlier is still not lost: the rebalance seeks every partition back
+    to its commit, and the record, read again, is added anew.
     """
 
     def __init__(self) -> None:
@@ -145,15 +149,26 @@ def _earlier(one: int | None, other: int | None) -> bool:
 class Tracked(weakref.WeakSet):  # type: ignore[type-arg]
     """Faust's set of unacknowledged records, whose every record added is also
     in :attr:`floors`. Records leave the set as upstream has them leave it
-    (acknowledged, or gone); the heaps drop them as their floors are read."""
+    (acknowledged, or gone); the heaps drop them as their floors are read.
 
-    def __init__(self) -> None:
-        super().__init__()
+    Every way into a ``WeakSet`` goes through ``add`` (``update``, ``|=``,
+    and the copies its operators make, which call the class with the
+    records), except ``^=``, which is refused here.
+    """
+
+    def __init__(self, data: Any = None) -> None:
         self.floors = Floors()
+        super().__init__(data)
 
     def add(self, item: Any) -> None:
         super().add(item)
         self.floors.track(item)
+
+    def __ixor__(self, other: Any) -> Tracked:  # type: ignore[misc]
+        raise TypeError("a Tracked set takes records through add only")
+
+    def symmetric_difference_update(self, other: Any) -> None:
+        raise TypeError("a Tracked set takes records through add only")
 
 
 def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -204,4 +219,9 @@ def _filter_committable_offsets(self: Any, tps: Any) -> dict[Any, int]:
 
 def install() -> None:
     Consumer._filter_committable_offsets = _filter_committable_offsets  # type: ignore[method-assign]
+    global _init
+    if Consumer.__init__ is __init__:
+        return  # installed already: wrapping ours again would call itself
+    # Taken now, not at import: a patch installed earlier may have wrapped it.
+    _init = Consumer.__init__
     Consumer.__init__ = __init__  # type: ignore[method-assign]

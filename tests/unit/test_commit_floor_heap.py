@@ -13,6 +13,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from faust.types import TP
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -34,7 +35,9 @@ steps = st.lists(
     st.one_of(
         st.tuples(st.just("take"), st.integers(0, 2), st.integers(1, 30)),
         st.tuples(st.just("again"), st.integers(0, 2), st.integers(0, 40)),
+        st.tuples(st.just("stale"), st.integers(0, 2), st.sampled_from([None, -1, 0])),
         st.tuples(st.just("ack"), st.integers(0, 1000)),
+        st.tuples(st.just("ack_kept"), st.integers(0, 1000)),
         st.tuples(st.just("drop"), st.integers(0, 1000)),
         st.tuples(st.just("rebalance")),
         st.tuples(st.just("floors")),
@@ -44,16 +47,26 @@ steps = st.lists(
 
 
 @settings(max_examples=400, deadline=None)
-@given(steps)
-def test_the_heaps_give_the_floors_of_the_walk(run: list[tuple[Any, ...]]) -> None:
+@given(steps, st.sampled_from([2, 8, commit_floor.COMPACT_MIN]))
+def test_the_heaps_give_the_floors_of_the_walk(run: list[tuple[Any, ...]], compact: int) -> None:
+    """With the heaps rebuilt early too (a small ``COMPACT_MIN``)."""
+    kept = commit_floor.COMPACT_MIN
+    commit_floor.COMPACT_MIN = compact
+    try:
+        walk_and_heaps(run)
+    finally:
+        commit_floor.COMPACT_MIN = kept
+
+
+def walk_and_heaps(run: list[tuple[Any, ...]]) -> None:
     tracked = commit_floor.Floors()
     unacked: weakref.WeakSet[Message] = weakref.WeakSet()  # as Faust keeps them
     held: list[Message] = []  # whoever still holds a record
     ends = [0, 0, 0]
     generation = 1
 
-    def take(tp_index: int, offset: int) -> None:
-        message = Message(TPS[tp_index], offset, generation)
+    def take(tp_index: int, offset: int, of: Any = None) -> None:
+        message = Message(TPS[tp_index], offset, generation if of is None else of)
         held.append(message)
         unacked.add(message)
         tracked.track(message)
@@ -68,10 +81,15 @@ def test_the_heaps_give_the_floors_of_the_walk(run: list[tuple[Any, ...]]) -> No
                 ends[step[1]] += 1
         elif step[0] == "again":  # read again from a lower offset (a seek back)
             take(step[1], min(step[2], ends[step[1]]))
+        elif step[0] == "stale":  # of an earlier generation (None: unknown)
+            take(step[1], ends[step[1]], generation - 1 if step[2] == -1 else step[2])
+            ends[step[1]] += 1
         elif step[0] == "ack" and held:
             message = held[step[1] % len(held)]
             message.acked = True
             unacked.discard(message)
+        elif step[0] == "ack_kept" and held:  # Faust's ack below the commit: left in the set
+            held[step[1] % len(held)].acked = True
         elif step[0] == "drop" and held:
             held.pop(step[1] % len(held))
         elif step[0] == "rebalance":
@@ -143,3 +161,26 @@ def test_a_commit_stops_at_the_floor_the_heaps_give() -> None:
     books.ack(31)
     assert books.commit() == 34
     assert TP0 not in books._unacked_messages.floors.lowest(7)
+
+
+def test_a_record_of_a_later_generation_counts_which_only_holds_a_commit_back() -> None:
+    tracked = commit_floor.Floors()
+    unacked: weakref.WeakSet[Message] = weakref.WeakSet()
+    records = [Message(TPS[0], 4, 3), Message(TPS[0], 6, 2)]
+    for message in records:
+        tracked.track(message)
+        unacked.add(message)
+    assert commit_floor.floors(unacked, 2) == {TPS[0]: 6}
+    assert tracked.lowest(2) == {TPS[0]: 4}  # lower: safe
+
+
+def test_a_tracked_set_takes_records_only_through_add() -> None:
+    records = [Message(TPS[0], n, 1) for n in (5, 3)]
+    copied = commit_floor.Tracked(records)
+    assert copied.floors.lowest(1) == {TPS[0]: 3}
+    assert (copied | commit_floor.Tracked()).floors.lowest(1) == {TPS[0]: 3}
+    with pytest.raises(TypeError):
+        copied ^= {Message(TPS[0], 1, 1)}
+    with pytest.raises(TypeError):
+        copied.symmetric_difference_update({Message(TPS[0], 1, 1)})
+    assert commit_floor.floors(copied, 1) == copied.floors.lowest(1)
