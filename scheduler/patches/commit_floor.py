@@ -19,8 +19,9 @@ which also keeps, per partition, a heap of the records added to it
 (:class:`Floors`): a commit reads each partition's floor off its heap
 instead of walking every unacknowledged record. A burst holds up to
 100,000 firings unacknowledged until their instant, and the walk, at every
-commit (two a second), was 8% of a worker's main thread while it fired one
-(measured in bench/, see bench/RESULTS.md). It is the set's ``add`` that
+commit (two a second), was a visible share of a worker's main thread while
+it fired one (the figures are in the commit that made this so, a559776).
+It is the set's ``add`` that
 feeds the heaps, not ``Consumer.track_message``: Faust's streams (and our
 ``batching``) add to the set directly. A consumer with a plain set (a unit
 test's) is walked as before.
