@@ -23,6 +23,7 @@ PARTS = (
     "scheduler.streams.apply",
     "scheduler.streams.timers",
     "scheduler.streams.delivery",
+    "scheduler.streams.executor",
     "scheduler.streams.retries",
     "scheduler.streams.consumption",
     "scheduler.streams.history",

@@ -1058,10 +1058,267 @@ fn fire(py: Python<'_>, record: &[u8], due_us: i64, now_us: i64) -> PyObject {
     }
 }
 
+/// A record of `firings` as `delivery.take` reads it, as far as it holds a
+/// firing by it; other members are read through and left alone, as Python
+/// leaves them. A member written twice declines (Python keeps the last).
+#[derive(Deserialize)]
+struct Firing<'a> {
+    #[serde(borrow)]
+    firing_id: Cow<'a, str>,
+    #[serde(borrow)]
+    schedule_id: Cow<'a, str>,
+    #[serde(borrow)]
+    scheduled_for: Cow<'a, str>,
+    // Present means a text: `take` parses it whenever the member is there.
+    #[serde(default, borrow, deserialize_with = "present")]
+    deliver_at: Option<Cow<'a, str>>,
+    // A revocation, whatever it holds, is `take`'s to apply.
+    #[serde(default, deserialize_with = "present")]
+    revoked: Option<IgnoredAny>,
+    attempt: i64,
+    #[serde(borrow)]
+    task: FiringTask<'a>,
+}
+
+#[derive(Deserialize)]
+struct FiringTask<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default)]
+    history_check: Option<bool>,
+    #[serde(default)]
+    data: Option<Data>,
+    #[serde(default)]
+    timeout: Option<f64>,
+    #[serde(default, borrow)]
+    connection: Option<FiringConnection<'a>>,
+}
+
+#[derive(Deserialize)]
+struct FiringConnection<'a> {
+    #[serde(default, borrow)]
+    host: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    cluster: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    topic: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    key: Option<Cow<'a, str>>,
+}
+
+/// `clusters.PREFIX`: a named cluster's producer key.
+const CLUSTER_PREFIX: &str = "cluster:";
+
+/// A float as Python's `repr` writes it (and so `json.dumps`): the shortest
+/// digits that read back the same, in positional notation from 1e-4 up to
+/// 1e16 (with `.0` if integral), else `d.ddde+XX`.
+fn put_py_float(out: &mut Vec<u8>, value: f64) {
+    let shortest = format!("{value:e}");
+    let (mantissa, exponent) = shortest.split_once('e').expect("`{:e}` writes an exponent");
+    let exponent: i64 = exponent.parse().expect("`{:e}` writes a decimal exponent");
+    let (negative, mantissa) = match mantissa.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, mantissa),
+    };
+    let digits: Vec<u8> = mantissa.bytes().filter(u8::is_ascii_digit).collect();
+    if negative {
+        out.push(b'-');
+    }
+    // The point's place among the digits: the value is 0.<digits> x 10^point.
+    let point = exponent + 1;
+    if point <= -4 || point > 16 {
+        out.push(digits[0]);
+        if digits.len() > 1 {
+            out.push(b'.');
+            out.extend_from_slice(&digits[1..]);
+        }
+        let shown = point - 1;
+        out.push(b'e');
+        out.push(if shown < 0 { b'-' } else { b'+' });
+        let magnitude = shown.unsigned_abs();
+        if magnitude < 10 {
+            out.push(b'0');
+        }
+        out.extend_from_slice(magnitude.to_string().as_bytes());
+    } else if point <= 0 {
+        out.extend_from_slice(b"0.");
+        out.extend(std::iter::repeat_n(b'0', point.unsigned_abs() as usize));
+        out.extend_from_slice(&digits);
+    } else {
+        let point = point as usize;
+        if digits.len() <= point {
+            out.extend_from_slice(&digits);
+            out.extend(std::iter::repeat_n(b'0', point - digits.len()));
+            out.extend_from_slice(b".0");
+        } else {
+            out.extend_from_slice(&digits[..point]);
+            out.push(b'.');
+            out.extend_from_slice(&digits[point..]);
+        }
+    }
+}
+
+/// `data` as `json.dumps(..., ensure_ascii=False)` writes it (`executors.payload_json`):
+/// its default separators, strings escaped as serde_json escapes them (the
+/// same set, in the same spelling), floats as Python's `repr`.
+fn put_py_data(out: &mut Vec<u8>, value: &Data) {
+    match value {
+        Data::Float(v) => put_py_float(out, *v),
+        Data::List(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.extend_from_slice(b", ");
+                }
+                put_py_data(out, item);
+            }
+            out.push(b']');
+        }
+        Data::Object(members) => {
+            out.push(b'{');
+            for (i, (key, item)) in members.iter().enumerate() {
+                if i > 0 {
+                    out.extend_from_slice(b", ");
+                }
+                put_text(out, key);
+                out.extend_from_slice(b": ");
+                put_py_data(out, item);
+            }
+            out.push(b'}');
+        }
+        other => put_data(out, other),
+    }
+}
+
+/// An instant as `parse_utc` reads it, in µs, for the one form firings are
+/// written in (`YYYY-MM-DDTHH:MM:SS`, 0, 3 or 6 digits of fraction, `Z`).
+fn firing_instant_us(text: &str) -> Option<i64> {
+    if !text.ends_with('Z') || text.starts_with("0000") {
+        return None;
+    }
+    date_us(text)
+}
+
+/// What a firing's Kafka task produces (`executors.kafka_record`).
+struct Produced {
+    host: String,
+    topic: String,
+    key: Vec<u8>,
+    key_hash: u32,
+    value: Vec<u8>,
+    headers: [(&'static str, Vec<u8>); 4],
+    timeout: f64,
+}
+
+/// What `delivery.take` holds a firing by: its id, the instant it is delivered
+/// at (µs), its task type, whether it keeps history, and for a Kafka task the
+/// record it produces. None where the Python path must look: a revocation,
+/// anything `take` would refuse or read differently, a task type that is not
+/// text, a Kafka task whose record `kafka_record` could not build or that this
+/// cannot be sure to build the same (a member of another type than firings
+/// are written with, a UTF-16 surrogate escape).
+struct Held<'a> {
+    firing_id: Cow<'a, str>,
+    due_us: i64,
+    kind: Cow<'a, str>,
+    keeps_history: bool,
+    produced: Option<Produced>,
+}
+
+fn held_firing(raw: &[u8]) -> Option<Held<'_>> {
+    if surrogate_escape(raw) {
+        return None;
+    }
+    let firing: Firing<'_> = serde_json::from_slice(raw).ok()?;
+    if firing.revoked.is_some() {
+        return None;
+    }
+    firing_instant_us(&firing.scheduled_for)?;
+    let due = firing.deliver_at.as_deref().unwrap_or(&firing.scheduled_for);
+    let due_us = firing_instant_us(due)?;
+    let task = &firing.task;
+    let mut produced = None;
+    if task.kind == "kafka" {
+        let conn = task.connection.as_ref()?;
+        let host = match conn.cluster.as_deref() {
+            Some(cluster) if !cluster.is_empty() => format!("{CLUSTER_PREFIX}{cluster}"),
+            _ => conn.host.as_deref()?.to_owned(),
+        };
+        let key = match conn.key.as_deref() {
+            Some(key) if !key.is_empty() => key,
+            _ => &firing.schedule_id,
+        };
+        let mut value = Vec::with_capacity(128);
+        match &task.data {
+            None => value.extend_from_slice(b"null"),
+            Some(data) => put_py_data(&mut value, data),
+        }
+        produced = Some(Produced {
+            host,
+            topic: conn.topic.as_deref()?.to_owned(),
+            key: key.as_bytes().to_vec(),
+            key_hash: murmur2(key.as_bytes()) & 0x7FFF_FFFF,
+            value,
+            headers: [
+                ("Idempotency-Key", firing.firing_id.as_bytes().to_vec()),
+                ("X-Schedule-Id", firing.schedule_id.as_bytes().to_vec()),
+                ("X-Scheduled-For", firing.scheduled_for.as_bytes().to_vec()),
+                ("X-Attempt", firing.attempt.to_string().into_bytes()),
+            ],
+            timeout: task.timeout?,
+        });
+    }
+    Some(Held {
+        due_us,
+        keeps_history: task.history_check.unwrap_or(false),
+        produced,
+        kind: firing.task.kind,
+        firing_id: firing.firing_id,
+    })
+}
+
+/// `held_firing` for Python: `(firing id, due µs, task type, keeps history,
+/// (host, topic, key, key hash, value, headers, timeout) or None)`, or None.
+#[pyfunction]
+fn held(py: Python<'_>, raw: &[u8]) -> PyObject {
+    let Some(h) = held_firing(raw) else {
+        return py.None();
+    };
+    let produced = match h.produced {
+        None => py.None(),
+        Some(p) => {
+            let headers: Vec<PyObject> = p
+                .headers
+                .iter()
+                .map(|(name, value)| (*name, PyBytes::new_bound(py, value)).into_py(py))
+                .collect();
+            (
+                p.host,
+                p.topic,
+                PyBytes::new_bound(py, &p.key),
+                p.key_hash,
+                PyBytes::new_bound(py, &p.value),
+                pyo3::types::PyTuple::new_bound(py, headers),
+                p.timeout,
+            )
+                .into_py(py)
+        }
+    };
+    (
+        h.firing_id.as_ref(),
+        h.due_us,
+        h.kind.as_ref(),
+        h.keeps_history,
+        produced,
+    )
+        .into_py(py)
+}
+
 #[pymodule]
 fn scheduler_fastlane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(take_batch, m)?)?;
     m.add_function(wrap_pyfunction!(judge_one, m)?)?;
     m.add_function(wrap_pyfunction!(fire, m)?)?;
+    m.add_function(wrap_pyfunction!(held, m)?)?;
     Ok(())
 }

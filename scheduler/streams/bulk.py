@@ -82,9 +82,20 @@ def _size(records: list[Any]) -> int:
 
 
 class Backlog:
-    """Fetched records of ``schedule-commands``, by partition, in the order fetched."""
+    """Fetched records of a diverted topic, by partition, in the order fetched.
 
-    def __init__(self) -> None:
+    The bounds are this module's (``BACKLOG_MAX`` and the rest) unless given.
+    """
+
+    def __init__(
+        self,
+        most: int | None = None,
+        most_bytes: int | None = None,
+        resume: int | None = None,
+    ) -> None:
+        self.most = BACKLOG_MAX if most is None else most
+        self.most_bytes = BACKLOG_MAX_BYTES if most_bytes is None else most_bytes
+        self.resume = BACKLOG_RESUME if resume is None else resume
         self.parts: deque[Part] = deque()
         self.count = 0
         self.bytes = 0
@@ -102,7 +113,7 @@ class Backlog:
         self.bytes += _size(records)
         self.peak = max(self.peak, self.count)
         self.ready.set()
-        full = self.count >= BACKLOG_MAX or self.bytes >= BACKLOG_MAX_BYTES
+        full = self.count >= self.most or self.bytes >= self.most_bytes
         if full and tp not in self.paused:
             self.paused.add(tp)
             pause_fetching(app.consumer, tp)
@@ -127,7 +138,7 @@ class Backlog:
         return taken
 
     def resume_if_low(self) -> None:
-        low = self.count <= BACKLOG_RESUME and self.bytes <= BACKLOG_MAX_BYTES // 2
+        low = self.count <= self.resume and self.bytes <= self.most_bytes // 2
         if self.paused and low:
             for tp in self.paused:
                 resume_fetching(app.consumer, tp)
@@ -168,8 +179,9 @@ class _Stop:
 FLOW_POLL_S = 0.05
 
 
-def _flowing() -> bool:
-    """Whether commands may be handled: Faust's flow runs, and no rebalance or recovery does.
+def flowing() -> bool:
+    """Whether commands (and firings, ``scheduler.streams.executor``) may be handled:
+    Faust's flow runs, and no rebalance or recovery does.
 
     Faust stops its flow first thing when partitions move or the worker stops,
     before its last commit and before it closes the tables. The flow alone is
@@ -180,6 +192,9 @@ def _flowing() -> bool:
     if _Stop.stopping or private.settling(app):
         return False
     return bool(getattr(app.consumer, "flow_active", True))
+
+
+_flowing = flowing
 
 
 bulk_fetch.divert(name_of(commands_topic), backlog.add)

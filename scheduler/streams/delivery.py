@@ -27,7 +27,7 @@ import asyncio
 import heapq
 import json
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -49,7 +49,7 @@ from scheduler.domain.retry import (
 from scheduler.domain.timefmt import format_utc, parse_utc
 from scheduler.patches import produce_guard
 from scheduler.patches.batching import take_queued
-from scheduler.streams import history
+from scheduler.streams import fastlane, history
 from scheduler.targets.executors import Executors, KafkaRecord, Prebuilt, Slot, kafka_record
 from scheduler.topics import dead_topic, firings_topic, name_of, retry_topic
 
@@ -383,6 +383,8 @@ def _ack(message: Any) -> None:
 
     (That is: the message's last reference marks its offset safe to commit,
     and the sensors hear of it. The event adds nothing a held firing needs.)
+    A record of the executor's own path (``scheduler.streams.executor.Fetched``)
+    settles its offset the same way, and no sensor counts it.
     """
     if message.ack(app.consumer):
         app.sensors.on_message_out(message.tp, message.offset, message)
@@ -420,10 +422,6 @@ class _Held:
 
     def hold(self, due_us: int, firing: dict[str, Any], message: Any) -> None:
         firing_id = firing["firing_id"]
-        if firing_id in self._by_id:
-            # The same firing again (written twice after a crash): one is enough.
-            _ack(message)
-            return
         # A Kafka firing's record is built now, so that its instant costs only the send.
         task = firing["task"]
         record = None
@@ -432,13 +430,22 @@ class _Held:
                 record = kafka_record(firing)
             except Exception:  # delivered one by one, where the error is reported
                 log.exception("cannot build the Kafka record of %s", firing_id)
-        self._by_id[firing_id] = (
-            firing_id,
-            message,
-            bool(task.get("history_check")),
-            record,
-            due_us,
-        )
+        self.keep(due_us, firing_id, bool(task.get("history_check")), record, message)
+
+    def keep(
+        self,
+        due_us: int,
+        firing_id: str,
+        keeps_history: bool,
+        record: KafkaRecord | None,
+        message: Any,
+    ) -> None:
+        """Hold a firing by what :meth:`hold` reads off it (or the compiled lane does)."""
+        if firing_id in self._by_id:
+            # The same firing again (written twice after a crash): one is enough.
+            _ack(message)
+            return
+        self._by_id[firing_id] = (firing_id, message, keeps_history, record, due_us)
         waiting = self._at.get(due_us)
         if waiting is not None:
             waiting.append(firing_id)
@@ -641,9 +648,14 @@ async def _settle_kafka(batch: list[Held], prebuilt: list[Prebuilt] | None = Non
 
 async def bury_unreadable(stream: Any, event: Any, exc: Exception) -> None:
     """A record no worker can read goes to ``firings-dead`` as text, then is acknowledged."""
-    message = event.message
-    text = bytes(event.value or b"").decode("utf-8", "replace")
-    where = f"{message.topic}[{message.partition}]@{message.offset}"
+    if await _buried_unreadable(event.value, event.message, exc):
+        await stream.ack(event)
+
+
+async def _buried_unreadable(value: bytes | None, message: Any, exc: Exception) -> bool:
+    """Whether the broker took ``message``'s record as a dead letter (else the worker stops)."""
+    text = bytes(value or b"").decode("utf-8", "replace")
+    where = f"{message.tp.topic}[{message.tp.partition}]@{message.offset}"
     try:
         await _bury(
             {"record": shorten(text), "source": where},
@@ -653,13 +665,18 @@ async def bury_unreadable(stream: Any, event: Any, exc: Exception) -> None:
         )
     except Exception as failure:
         stuck(where, failure)
-        return
-    await stream.ack(event)
+        return False
+    return True
 
 
 def backlog() -> int:
     """Firings fetched from ``firings`` and not yet taken by the executor."""
-    return _fetched.qsize() if _fetched is not None else 0
+    queued = _fetched.qsize() if _fetched is not None else 0
+    return queued + sum(count() for count in fetched_elsewhere)
+
+
+#: How many firings wait for the executor's own path (``scheduler.streams.executor``).
+fetched_elsewhere: list[Callable[[], int]] = []
 
 
 #: The most queued firings the executor takes in one turn of the loop.
@@ -668,20 +685,38 @@ TAKE_QUEUED = 100
 
 @app.agent(firings_topic, name="deliver-firings")
 async def deliver_firings(stream: Any) -> Any:
+    """Take what reaches Faust's stream of ``firings``.
+
+    Nothing does while ``scheduler.streams.executor`` diverts the topic
+    (it reads the records itself and hands each to :func:`take`); the agent
+    stays subscribed so that Faust assigns the topic's partitions.
+    """
     global _fetched
     _fetched = getattr(stream.channel, "queue", None)
     async for event in stream.noack().events():
-        await _take(stream, event)
+        await take(event.value, event.message)
         # And what else is queued, without a turn of the loop each
         # (scheduler.patches.batching.take_queued).
         for queued in take_queued(stream, TAKE_QUEUED):
-            await _take(stream, queued)
+            await take(queued.value, queued.message)
 
 
-async def _take(stream: Any, event: Any) -> None:
+async def take(value: bytes | None, message: Any) -> None:
+    """Take one record of ``firings``: hold it, start it, or apply the revocation it is.
+
+    ``message`` is what is acknowledged once the record is settled
+    (:func:`_ack`): its ``tp`` and ``offset`` say where it came from.
+    """
     gcpace.pace()
+    read = fastlane.held(value) if value is not None else None
+    if read is not None:
+        firing_id, due_us, kind, keeps_history, produced = read
+        if kind == "kafka" or due_us > clock.now_us():
+            record = KafkaRecord(*produced) if produced is not None else None
+            _held.keep(due_us, firing_id, keeps_history, record, message)
+            return
     try:
-        firing = json.loads(event.value)
+        firing = json.loads(value)  # type: ignore[arg-type]
         if not isinstance(firing, dict):
             raise TypeError(f"a firing is a JSON object, not {type(firing).__name__}")
         if "revoked" in firing:
@@ -695,12 +730,13 @@ async def _take(stream: Any, event: Any) -> None:
                 parse_utc(firing["deliver_at"])
             firing["task"]["type"]
     except Exception as exc:
-        await bury_unreadable(stream, event, exc)
+        if await _buried_unreadable(value, message, exc):
+            _ack(message)
         return
     revoked = firing.get("revoked")
     if revoked is not None:
         _revocations.inc(_held.revoke(revoked))
-        await stream.ack(event)
+        _ack(message)
         return
     # A jittered firing waits for its own delivery time, after its instant.
     due_us = clock.to_us(parse_utc(firing.get("deliver_at") or firing["scheduled_for"]))
@@ -709,9 +745,9 @@ async def _take(stream: Any, event: Any) -> None:
         # sends all those taken meanwhile together, in batches. One by one,
         # each was a task, a timeout and a send of its own, a noticeable share
         # of the worker's CPU when a big burst is fired late (measured in bench/).
-        _held.hold(due_us, firing, event.message)
+        _held.hold(due_us, firing, message)
         return
-    await _start(firing, event.message)
+    await _start(firing, message)
 
 
 async def _settle(firing: dict[str, Any], message: Any) -> None:

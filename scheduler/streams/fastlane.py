@@ -98,6 +98,24 @@ def fire(record: bytes, due_us: int, now_us: int) -> tuple[bytes, bytes] | None:
     return fired
 
 
+#: What ``held`` reads off a firing: ``(firing id, due µs, task type, keeps history,
+#: the Kafka record's fields or None)``.
+Held = tuple[str, int, str, bool, tuple[Any, ...] | None]
+
+
+def held(raw: bytes) -> Held | None:
+    """What ``delivery.take`` holds a record of ``firings`` by, read by the lane:
+    the firing's id, the instant it is delivered at, its task type, whether it
+    keeps history, and for a Kafka task the fields of its ``KafkaRecord``, as
+    ``kafka_record`` builds them (``tests/unit/test_fastlane_held.py`` holds it
+    to that); None where the Python path must read it (a revocation, anything
+    unusual), and always without the extension."""
+    if _native is None:
+        return None
+    read: Held | None = _native.held(raw)
+    return read
+
+
 def _admits(kind: str, host: str) -> bool:
     found = _targets.get((kind, host))
     if found is None:
