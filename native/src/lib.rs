@@ -13,6 +13,10 @@
 //! path wakes it (`scheduler.streams.firing.fired_by_lane`);
 //! `tests/unit/test_fastlane_fire.py` holds it to the Python path's bytes.
 //!
+//! For the executor, `held` reads a record of `firings`: what it holds the
+//! firing by and, for a Kafka task, the record it produces, or declines
+//! (`scheduler.streams.delivery.take`; `tests/unit/test_fastlane_held.py`).
+//!
 //! It keeps the interpreter lock throughout: a call that let go of it let the
 //! consumer's thread take it, which cost the command path more than the work
 //! saved (see `scheduler.domain.ids.murmur2`).
@@ -56,6 +60,26 @@ where
     T: Deserialize<'de>,
 {
     T::deserialize(d).map(Some)
+}
+
+/// An enum read from its name, and only from its name: serde_json also takes
+/// `{"name": null}` for a unit variant, which the model refuses.
+fn named<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: de::DeserializeOwned,
+{
+    let name = String::deserialize(d)?;
+    T::deserialize(de::value::StrDeserializer::<D::Error>::new(&name))
+}
+
+/// `named`, for a field the model takes as non-nullable (`present`).
+fn present_named<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: de::DeserializeOwned,
+{
+    named(d).map(Some)
 }
 
 #[derive(Deserialize)]
@@ -110,21 +134,21 @@ enum Misfire {
 #[serde(deny_unknown_fields, bound(deserialize = "D: Deserialize<'de>"))]
 #[allow(dead_code)] // read by serde: present and well-typed is the check
 struct Command<'a, D = AnyJson> {
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present_named")]
     action: Option<Upsert>,
     #[serde(default, borrow)]
     name: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "object")]
     client: Client<'a>,
-    #[serde(rename = "type")]
+    #[serde(rename = "type", deserialize_with = "named")]
     kind: Kind,
     #[serde(borrow)]
     schedule: Cow<'a, str>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present_named")]
     timezone: Option<Utc>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "object")]
     task: Task<'a, D>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present_named")]
     misfire_policy: Option<Misfire>,
     #[serde(default, deserialize_with = "present")]
     misfire_grace: Option<f64>,
@@ -149,13 +173,13 @@ struct Client<'a> {
 #[serde(deny_unknown_fields, bound(deserialize = "D: Deserialize<'de>"))]
 #[allow(dead_code)]
 struct Task<'a, D = AnyJson> {
-    #[serde(rename = "type")]
+    #[serde(rename = "type", deserialize_with = "named")]
     kind: TaskType,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "object")]
     connection: Connection<'a>,
     #[serde(default)]
     data: Option<D>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present_named")]
     failed_policy: Option<FailedPolicy>,
     #[serde(default, deserialize_with = "present")]
     retry_wait: Option<f64>,
@@ -541,8 +565,8 @@ fn take<'a>(
     if partitions == 0 || raw.len() > max_bytes || surrogate_escape(raw) {
         return None;
     }
-    let text = std::str::from_utf8(raw).ok()?;
-    let command: Command = serde_json::from_str(text).ok()?;
+    std::str::from_utf8(raw).ok()?;
+    let command: Command = from_object(raw)?;
     if !well_formed(&command) {
         return None;
     }
@@ -972,7 +996,7 @@ fn fire_woken(record: &[u8], due_us: i64, now_us: i64) -> Option<(Vec<u8>, Vec<u
     if next_us != due_us || surrogate_escape(raw) {
         return None;
     }
-    let command: Command<'_, Data> = serde_json::from_slice(raw).ok()?;
+    let command: Command<'_, Data> = from_object(raw)?;
     let grace = command.misfire_grace.unwrap_or(3600.0);
     if !well_formed(&command) || matches!(command.kind, Kind::DelayRecur) || grace < 1.0 {
         return None;
@@ -1060,7 +1084,8 @@ fn fire(py: Python<'_>, record: &[u8], due_us: i64, now_us: i64) -> PyObject {
 
 /// A record of `firings` as `delivery.take` reads it, as far as it holds a
 /// firing by it; other members are read through and left alone, as Python
-/// leaves them. A member written twice declines (Python keeps the last).
+/// leaves them. A member named here written twice declines (Python keeps the
+/// last); one not named here may be, as Python ignores it too.
 #[derive(Deserialize)]
 struct Firing<'a> {
     #[serde(borrow)]
@@ -1076,7 +1101,7 @@ struct Firing<'a> {
     #[serde(default, deserialize_with = "present")]
     revoked: Option<IgnoredAny>,
     attempt: i64,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "object")]
     task: FiringTask<'a>,
 }
 
@@ -1090,7 +1115,7 @@ struct FiringTask<'a> {
     data: Option<Data>,
     #[serde(default)]
     timeout: Option<f64>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "some_object")]
     connection: Option<FiringConnection<'a>>,
 }
 
@@ -1111,21 +1136,37 @@ const CLUSTER_PREFIX: &str = "cluster:";
 
 /// A float as Python's `repr` writes it (and so `json.dumps`): the shortest
 /// digits that read back the same, in positional notation from 1e-4 up to
-/// 1e16 (with `.0` if integral), else `d.ddde+XX`.
+/// 1e16 (with `.0` if integral), else `d.ddde+XX`. The digits are serde_json's
+/// (ryu's), which break a tie between two shortest spellings as Python does
+/// (to the even digit); Rust's own `{:e}` does not.
 fn put_py_float(out: &mut Vec<u8>, value: f64) {
-    let shortest = format!("{value:e}");
-    let (mantissa, exponent) = shortest.split_once('e').expect("`{:e}` writes an exponent");
-    let exponent: i64 = exponent.parse().expect("`{:e}` writes a decimal exponent");
+    let written = serde_json::to_string(&value).expect("a finite float always encodes");
+    let (mantissa, exponent) = match written.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i64>().expect("a decimal exponent")),
+        None => (written.as_str(), 0),
+    };
     let (negative, mantissa) = match mantissa.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, mantissa),
     };
-    let digits: Vec<u8> = mantissa.bytes().filter(u8::is_ascii_digit).collect();
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    // The value is 0.<digits> x 10^point, with no leading or trailing zero digit.
+    let mut digits: Vec<u8> = whole.bytes().chain(fraction.bytes()).collect();
+    let mut point = whole.len() as i64 + exponent;
+    let leading = digits.iter().take_while(|d| **d == b'0').count();
+    digits.drain(..leading);
+    point -= leading as i64;
+    while digits.last() == Some(&b'0') {
+        digits.pop();
+    }
+    if digits.is_empty() {
+        // Zero: a negative zero declines before it gets here.
+        out.extend_from_slice(if negative { b"-0.0" } else { b"0.0" });
+        return;
+    }
     if negative {
         out.push(b'-');
     }
-    // The point's place among the digits: the value is 0.<digits> x 10^point.
-    let point = exponent + 1;
     if point <= -4 || point > 16 {
         out.push(digits[0]);
         if digits.len() > 1 {
@@ -1156,6 +1197,57 @@ fn put_py_float(out: &mut Vec<u8>, value: f64) {
             out.extend_from_slice(&digits[point..]);
         }
     }
+}
+
+/// Reads a JSON object into a struct, and only an object: serde's derived
+/// structs also take an array of their fields in order, which Python reads as
+/// a list (and refuses where it wants an object).
+struct ObjectOnly<D>(D);
+
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for ObjectOnly<D> {
+    type Error = D::Error;
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        self.0.deserialize_map(visitor)
+    }
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.0.deserialize_map(visitor)
+    }
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+        byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map
+        enum identifier ignored_any
+    }
+}
+
+/// A whole JSON text that must be an object, read into a struct.
+fn from_object<'de, T: Deserialize<'de>>(raw: &'de [u8]) -> Option<T> {
+    let mut reader = serde_json::Deserializer::from_slice(raw);
+    let value = object(&mut reader).ok()?;
+    reader.end().ok()?;
+    Some(value)
+}
+
+/// A member that must be an object, read into a struct.
+fn object<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(ObjectOnly(d))
+}
+
+/// An optional member that, present, must be an object.
+fn some_object<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(ObjectOnly(d)).map(Some)
 }
 
 /// `data` as `json.dumps(..., ensure_ascii=False)` writes it (`executors.payload_json`):
@@ -1229,7 +1321,7 @@ fn held_firing(raw: &[u8]) -> Option<Held<'_>> {
     if surrogate_escape(raw) {
         return None;
     }
-    let firing: Firing<'_> = serde_json::from_slice(raw).ok()?;
+    let firing: Firing<'_> = from_object(raw)?;
     if firing.revoked.is_some() {
         return None;
     }

@@ -56,7 +56,8 @@ the partition (no further than Faust would for a partition of its own,
 moved, so its next owner starts from what was committed.
 
 Why: the command path (``scheduler.streams.bulk``) handles a whole fetch at
-once, in a few microseconds of Python a command.
+once, in a few microseconds of Python a command; the executor
+(``scheduler.streams.executor``) takes ``firings`` the same way.
 """
 
 from __future__ import annotations
@@ -79,20 +80,35 @@ USES = (
 Sink = Callable[[Any, list[Any], int], None]
 
 _sinks: dict[str, Sink] = {}
+#: Diverted topics whose partitions Faust's seek back still treats as its own.
+_sought: set[str] = set()
 #: Per partition, the next offset to read once all before it were processed.
 _done: dict[Any, int] = {}
 
 _getmany = ThreadDelegateConsumer._getmany
 
 
-def divert(topic: str, sink: Sink) -> None:
-    """Hand every fetched record of ``topic`` to ``sink`` instead of Faust's streams."""
+def divert(topic: str, sink: Sink, *, sought_back: bool = False) -> None:
+    """Hand every fetched record of ``topic`` to ``sink`` instead of Faust's streams.
+
+    ``sought_back``: Faust's seek back after a rebalance sends a partition of
+    the topic with no commit to its start, as it does its streams' (see
+    :func:`left_alone`); the sink then skips what it was handed already.
+    """
     _sinks[topic] = sink
+    if sought_back:
+        _sought.add(topic)
 
 
 def diverted(topic: str) -> bool:
     """Whether :func:`divert` takes ``topic``'s records away from Faust."""
     return topic in _sinks
+
+
+def left_alone(topic: str) -> bool:
+    """Whether Faust's seek back leaves a partition of ``topic`` with no commit where it is
+    (``scheduler.patches.consumer``, (3)): a diverted topic, unless sought back."""
+    return topic in _sinks and topic not in _sought
 
 
 def done(consumer: Any, tp: Any, next_offset: int) -> None:

@@ -47,7 +47,9 @@ no longer starts there, the broker answers "out of range" and aiokafka
 resets the partition to its earliest offset. Left alone: changelog
 partitions (Faust positions them from the offsets its tables keep) and the
 topics ``scheduler.patches.bulk_fetch`` diverts (it keeps what Faust would
-drop, so a seek back would only hand those records over twice). A commit
+drop, so a seek back would only hand those records over twice), but for
+``firings``, whose executor (``scheduler.streams.executor``) skips what it
+was handed already and is sought back as it was as Faust's stream. A commit
 of 0 is still not sought, as upstream: at the end of a recovery Faust puts
 the stream partitions back before it seeks, so what a fetch hands over in
 between is read again after the seek; a replayed firing (its partition
@@ -190,7 +192,7 @@ async def perform_seek(self: Any) -> None:
     uncommitted = [
         tp
         for tp, offset in committed.items()
-        if offset is None and tp.topic not in changelogs and not bulk_fetch.diverted(tp.topic)
+        if offset is None and tp.topic not in changelogs and not bulk_fetch.left_alone(tp.topic)
     ]
     if uncommitted:
         thread = self._thread

@@ -137,6 +137,16 @@ class Backlog:
             self.ready.clear()
         return taken
 
+    def put_back(self, parts: list[Part]) -> None:
+        """Records taken and not handled, back at the head, in the order they were."""
+        for tp, records, generation in reversed(parts):
+            if records:
+                self.parts.appendleft((tp, records, generation))
+                self.count += len(records)
+                self.bytes += _size(records)
+        if self.parts:
+            self.ready.set()
+
     def resume_if_low(self) -> None:
         low = self.count <= self.resume and self.bytes <= self.most_bytes // 2
         if self.paused and low:
@@ -194,6 +204,7 @@ def flowing() -> bool:
     return bool(getattr(app.consumer, "flow_active", True))
 
 
+#: The name the command path (and its unit test) has always called it by.
 _flowing = flowing
 
 

@@ -1,4 +1,7 @@
-"""The executor agent: deliver ``firings``, retry via ``firings-retry``, or ``firings-dead``.
+"""The executor: deliver ``firings``, retry via ``firings-retry``, or ``firings-dead``.
+
+Each record of ``firings`` comes to :func:`take`, from the executor's own
+reading of the topic (``scheduler.streams.executor``).
 
 Deliveries run concurrently, at most ``SCHEDULER_MAX_IN_FLIGHT`` per worker.
 Each source record is acknowledged only when its delivery is settled

@@ -6,7 +6,8 @@ partition are handed over as one list (``scheduler.patches.bulk_fetch``)
 and wait in a bounded backlog (``bulk.Backlog``, the same bounds), until
 :func:`take_firings` hands each record, in offset order, to
 ``delivery.take``: held for its instant, started, or applied as a
-revocation, exactly as the ``deliver-firings`` agent would.
+revocation, as the ``deliver-firings`` agent did (Faust's sensors no
+longer count these records).
 
 Why: in a burst of 100,000 one-shots on one worker, Faust's path for each
 firing (its message, the conductor, the event, the stream's queue, its
@@ -24,10 +25,14 @@ owner reads it again from the commit.
 
 Ownership, as for the commands: a list fetched in an earlier generation is
 dropped (read again from the commit), nothing is taken while a rebalance or
-its recovery runs (``bulk.flowing``), and a revocation drops the backlog
-and ends the revoked partitions' :class:`Unsettled`: a delivery running
-across it settles nothing, and the record is read again by the partition's
-next owner (its held firings are dropped by ``delivery._drop_held``).
+its recovery runs (``bulk.flowing``), and a revocation drops the backlog,
+ends the batch being handed over and the revoked partitions'
+:class:`Unsettled`: a delivery running across it settles nothing, and the
+record is read again by the partition's next owner (its held firings are
+dropped by ``delivery._drop_held``). Faust's seek back after a rebalance
+treats the topic as one of its streams' (``bulk_fetch.divert``'s
+``sought_back``); a record handed over already in the same generation is
+skipped.
 """
 
 from __future__ import annotations
@@ -57,7 +62,7 @@ FLOW_POLL_S = 0.05
 class Unsettled:
     """The offsets of one partition taken in one generation and not settled yet."""
 
-    __slots__ = ("_next", "_settled", "_taken", "generation", "live", "tp")
+    __slots__ = ("_settled", "_taken", "generation", "live", "next_offset", "tp")
 
     def __init__(self, tp: Any, generation: int) -> None:
         self.tp = tp
@@ -66,12 +71,13 @@ class Unsettled:
         self.live = True
         self._taken: deque[int] = deque()
         self._settled: set[int] = set()
-        self._next = -1
+        #: The offset after the last one taken: a record below it was taken already.
+        self.next_offset = -1
 
     def take(self, offset: int) -> None:
-        """A record taken, in offset order."""
+        """A record taken, past the last one (``next_offset``)."""
         self._taken.append(offset)
-        self._next = offset + 1
+        self.next_offset = offset + 1
 
     def settle(self, offset: int) -> None:
         """A record settled; moves the partition's commit if it was the lowest unsettled."""
@@ -89,7 +95,7 @@ class Unsettled:
 
     def floor(self) -> int:
         """The offset a commit may go up to: the lowest unsettled, or the next to read."""
-        return self._taken[0] if self._taken else self._next
+        return self._taken[0] if self._taken else self.next_offset
 
     def __len__(self) -> int:
         return len(self._taken)
@@ -110,7 +116,8 @@ class Fetched:
         self._unsettled = unsettled
 
     def ack(self, consumer: Any) -> bool:
-        """Settle the record; never the last reference of a Faust message, so no sensor hears."""
+        """Settle the record. False: ``delivery._ack`` then tells no Faust sensor, as
+        for a message other streams still hold (this is no Faust message)."""
         self._unsettled.settle(self.offset)
         return False
 
@@ -138,7 +145,9 @@ def _taking() -> bool:
     return not _Stop.stopping and bulk.flowing()
 
 
-bulk_fetch.divert(name_of(firings_topic), backlog.add)
+# Sought back as Faust's own streams were: a partition with no commit goes to
+# its start after a rebalance (what was handed over already is skipped).
+bulk_fetch.divert(name_of(firings_topic), backlog.add, sought_back=True)
 
 
 @app.task  # type: ignore[untyped-decorator]
@@ -149,16 +158,29 @@ async def take_firings() -> None:
         if not _taking():
             await asyncio.sleep(FLOW_POLL_S)
             continue
-        await take(backlog.take(TAKE_MAX))
+        await hand_over(backlog.take(TAKE_MAX))
         backlog.resume_if_low()
 
 
-async def take(parts: list[bulk.Part]) -> None:
-    """Hand each record of ``parts`` to the executor, in offset order per partition."""
+class _Revocations:
+    #: How many there were: a batch under way when one comes ends there.
+    seen = 0
+
+
+async def hand_over(parts: list[bulk.Part]) -> None:
+    """Hand each record of ``parts`` to ``delivery.take``, in offset order per partition.
+
+    A record at an offset handed over already in this generation is skipped:
+    the end of a recovery seeks every partition back to its commit, and what
+    was fetched before comes again. A revocation meanwhile ends the batch (what
+    is left is read again from the commit); a flow stopped otherwise puts what
+    is left back at the head of the backlog.
+    """
     generation = app.consumer_generation_id
+    revocations = _Revocations.seen
     turned = time.monotonic()
     count = 0
-    for tp, records, fetched_in in parts:
+    for index, (tp, records, fetched_in) in enumerate(parts):
         if fetched_in != generation:
             continue  # read again from the commit
         unsettled = _unsettled.get(tp)
@@ -166,22 +188,31 @@ async def take(parts: list[bulk.Part]) -> None:
             if unsettled is not None:
                 unsettled.live = False
             unsettled = _unsettled[tp] = Unsettled(tp, generation)
-        for record in records:
-            if not unsettled.live:
-                break  # revoked meanwhile: the rest is read again by the next owner
-            unsettled.take(record.offset)
-            await delivery.take(record.value, Fetched(record.value, record.offset, tp, unsettled))
+        for position, record in enumerate(records):
+            offset = record.offset
+            if offset < unsettled.next_offset:
+                continue
+            unsettled.take(offset)
+            await delivery.take(record.value, Fetched(record.value, offset, tp, unsettled))
+            if _Revocations.seen != revocations:
+                return
             count += 1
             if count % LOOK_EVERY == 0 and time.monotonic() - turned >= TURN_AFTER_S:
                 await asyncio.sleep(0)
                 turned = time.monotonic()
+                if _Revocations.seen != revocations:
+                    return
                 if not _taking():
-                    return  # what is left is read again after the rebalance or restart
+                    backlog.put_back(
+                        [(tp, records[position + 1 :], fetched_in), *parts[index + 1 :]]
+                    )
+                    return
 
 
 @app.on_partitions_revoked.connect  # type: ignore[arg-type]
 async def _on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
     # Records waiting are read again from the commit after the rebalance.
+    _Revocations.seen += 1
     backlog.drop()
     for tp in revoked:
         unsettled = _unsettled.pop(tp, None)

@@ -24,6 +24,10 @@ the Python path as well: the worker's egress policy (asked once per target),
 a schedule that already exists, and an instant within ``fire_ahead``, which
 the Python path fires as it stores it.
 
+The same extension reads the records of ``firings`` for the executor
+(:func:`held`): what it holds a firing by, and a Kafka task's record, as
+``delivery.take`` and ``executors.kafka_record`` read them, or it declines.
+
 Without the extension (a platform it was not built for), every command goes
 the Python path, as before: slower, not different.
 """
@@ -100,10 +104,10 @@ def fire(record: bytes, due_us: int, now_us: int) -> tuple[bytes, bytes] | None:
 
 #: What ``held`` reads off a firing: ``(firing id, due µs, task type, keeps history,
 #: the Kafka record's fields or None)``.
-Held = tuple[str, int, str, bool, tuple[Any, ...] | None]
+FiringRead = tuple[str, int, str, bool, tuple[Any, ...] | None]
 
 
-def held(raw: bytes) -> Held | None:
+def held(raw: bytes) -> FiringRead | None:
     """What ``delivery.take`` holds a record of ``firings`` by, read by the lane:
     the firing's id, the instant it is delivered at, its task type, whether it
     keeps history, and for a Kafka task the fields of its ``KafkaRecord``, as
@@ -112,7 +116,7 @@ def held(raw: bytes) -> Held | None:
     unusual), and always without the extension."""
     if _native is None:
         return None
-    read: Held | None = _native.held(raw)
+    read: FiringRead | None = _native.held(raw)
     return read
 
 

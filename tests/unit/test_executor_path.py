@@ -120,7 +120,7 @@ def taken(monkeypatch: pytest.MonkeyPatch, done: list[Any]) -> list[tuple[int, A
 
 async def test_records_of_an_earlier_generation_are_not_taken(taken: list[Any]) -> None:
     other = TopicPartition("firings", 4)
-    await executor.take([(TP, [_record(0), _record(1)], 6), (other, [_record(8)], 7)])
+    await executor.hand_over([(TP, [_record(0), _record(1)], 6), (other, [_record(8)], 7)])
     assert [offset for offset, _ in taken] == [8]
     assert set(executor._unsettled) == {other}
 
@@ -128,7 +128,7 @@ async def test_records_of_an_earlier_generation_are_not_taken(taken: list[Any]) 
 async def test_each_record_is_settled_through_its_message_and_moves_the_commit(
     taken: list[Any], done: list[Any]
 ) -> None:
-    await executor.take([(TP, [_record(offset) for offset in range(20, 25)], 7)])
+    await executor.hand_over([(TP, [_record(offset) for offset in range(20, 25)], 7)])
     assert [offset for offset, _ in taken] == [20, 21, 22, 23, 24]
     messages = {offset: message for offset, message in taken}
     delivery._ack(messages[22])  # held ones settle later, in any order
@@ -144,10 +144,10 @@ async def test_each_record_is_settled_through_its_message_and_moves_the_commit(
 async def test_a_partition_taken_in_a_new_generation_starts_afresh(
     taken: list[Any], monkeypatch: pytest.MonkeyPatch, done: list[Any]
 ) -> None:
-    await executor.take([(TP, [_record(0), _record(1)], 7)])
+    await executor.hand_over([(TP, [_record(0), _record(1)], 7)])
     old = executor._unsettled[TP]
     monkeypatch.setattr(executor, "app", SimpleNamespace(consumer_generation_id=8, consumer=None))
-    await executor.take([(TP, [_record(0), _record(1)], 8)])  # read again from the commit
+    await executor.hand_over([(TP, [_record(0), _record(1)], 8)])  # read again from the commit
     assert old.live is False and executor._unsettled[TP] is not old
     delivery._ack(taken[0][1])  # the first generation's delivery ends: nothing moves
     assert done == []
@@ -155,26 +155,44 @@ async def test_a_partition_taken_in_a_new_generation_starts_afresh(
     assert done == [(TP, 1)]
 
 
-async def test_a_revocation_stops_the_batch_and_ends_the_partition(
+async def test_a_revocation_ends_the_batch_and_its_partitions(
     taken: list[Any], monkeypatch: pytest.MonkeyPatch, done: list[Any]
 ) -> None:
+    """Nothing after it is taken, of that partition or any other, in the old generation."""
+    other = TopicPartition("firings", 4)
     revoke_at = 3
 
     async def take(value: bytes, message: Any) -> None:
         taken.append((message.offset, message))
         if message.offset == revoke_at:
-            await executor._on_revoked(None, {TP})
+            await executor._on_revoked(None, {TP, other})
             await asyncio.sleep(0)
 
     monkeypatch.setattr(delivery, "take", take)
     monkeypatch.setattr(bulk_fetch, "forget", lambda tps: None)
     executor.backlog.add(TP, [_record(9)], 7)  # waiting: dropped by the revocation
-    await executor.take([(TP, [_record(offset) for offset in range(0, 8)], 7)])
+    parts = [(TP, [_record(offset) for offset in range(0, 8)], 7), (other, [_record(20)], 7)]
+    await executor.hand_over(parts)
     assert [offset for offset, _ in taken] == [0, 1, 2, 3]
-    assert TP not in executor._unsettled and executor.backlog.count == 0
+    assert executor._unsettled == {} and executor.backlog.count == 0
     for _, message in taken:
         delivery._ack(message)
     assert done == []
+
+
+async def test_an_offset_handed_over_again_in_the_same_generation_is_skipped(
+    taken: list[Any], done: list[Any]
+) -> None:
+    """The end of a recovery seeks back to the commit: what was fetched comes again."""
+    await executor.hand_over([(TP, [_record(10), _record(11), _record(12)], 7)])
+    await executor.hand_over([(TP, [_record(10), _record(11), _record(12), _record(13)], 7)])
+    assert [offset for offset, _ in taken] == [10, 11, 12, 13]
+    for offset, message in taken:
+        if offset != 11:
+            delivery._ack(message)
+    assert done == [(TP, 11)]  # 11 is held still: no commit past it
+    delivery._ack(taken[1][1])
+    assert done[-1] == (TP, 14) and len(executor._unsettled[TP]) == 0
 
 
 async def test_the_path_gives_the_loop_a_turn_within_a_long_batch(
@@ -194,21 +212,35 @@ async def test_the_path_gives_the_loop_a_turn_within_a_long_batch(
     await asyncio.sleep(0)
     try:
         records = [_record(offset) for offset in range(0, 10 * executor.LOOK_EVERY)]
-        await executor.take([(TP, records, 7)])
+        await executor.hand_over([(TP, records, 7)])
     finally:
         counter.cancel()
     assert len(taken) == len(records)
     assert turns >= 9
 
 
-async def test_a_stopped_flow_ends_the_batch_at_its_next_turn(
-    taken: list[Any], monkeypatch: pytest.MonkeyPatch
+async def test_a_stopped_flow_puts_the_rest_back_at_its_next_turn(
+    taken: list[Any], monkeypatch: pytest.MonkeyPatch, paused: None
 ) -> None:
+    """A rebalance's recovery stops the flow in the same generation: the rest waits."""
     monkeypatch.setattr(executor, "TURN_AFTER_S", 0.0)
     monkeypatch.setattr(executor, "_taking", lambda: False)
+    monkeypatch.setattr(executor, "backlog", executor.bulk.Backlog())
+    other = TopicPartition("firings", 4)
     records = [_record(offset) for offset in range(0, 3 * executor.LOOK_EVERY)]
-    await executor.take([(TP, records, 7)])
+    await executor.hand_over([(TP, records, 7), (other, [_record(5)], 7)])
     assert len(taken) == executor.LOOK_EVERY
+    waiting = executor.backlog.take(10_000)
+    assert [(tp, [r.offset for r in got], gen) for tp, got, gen in waiting] == [
+        (TP, list(range(executor.LOOK_EVERY, 3 * executor.LOOK_EVERY)), 7),
+        (other, [5], 7),
+    ]
+
+
+@pytest.fixture
+def paused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(executor.bulk, "pause_fetching", lambda consumer, tp: None)
+    monkeypatch.setattr(executor.bulk, "resume_fetching", lambda consumer, tp: None)
 
 
 def test_the_firings_topic_is_diverted_and_counted_as_the_executors_backlog(
