@@ -1326,7 +1326,10 @@ fn held_firing(raw: &[u8]) -> Option<Held<'_>> {
         return None;
     }
     firing_instant_us(&firing.scheduled_for)?;
-    let due = firing.deliver_at.as_deref().unwrap_or(&firing.scheduled_for);
+    let due = firing
+        .deliver_at
+        .as_deref()
+        .unwrap_or(&firing.scheduled_for);
     let due_us = firing_instant_us(due)?;
     let task = &firing.task;
     let mut produced = None;
