@@ -417,6 +417,8 @@ class _Held:
         #: Per instant, its Kafka firings' batches appended ahead of it: slices of
         #: (firing ids, batches), for crowds of ``PREBUILD_MIN`` and more.
         self._prebuilt: dict[int, list[tuple[list[str], list[Prebuilt]]]] = {}
+        #: Instants with ``PREBUILD_MIN`` firings or more held for them, not yet due.
+        self._crowds: set[int] = set()
         self._alarm: asyncio.Future[None] | None = None
         self._task: asyncio.Future[None] | None = None
 
@@ -452,6 +454,9 @@ class _Held:
         waiting = self._at.get(due_us)
         if waiting is not None:
             waiting.append(firing_id)
+            if len(waiting) == PREBUILD_MIN:
+                self._crowds.add(due_us)
+                _ring(self._alarm)  # its batches may be due to be appended now
         else:
             self._at[due_us] = [firing_id]
             earliest = self._instants[0] if self._instants else None
@@ -487,14 +492,21 @@ class _Held:
             first = self._instants[0]
             wait_us = first - now_us
             if wait_us > 0:
-                if first not in self._prebuilt:
-                    crowd = len(self._at.get(first, ()))
-                    ahead = PREBUILD_AHEAD_US + PREBUILD_EACH_US * crowd
-                    if wait_us <= ahead:
-                        await self._prebuild(first)
-                        continue
-                    # The crowd may grow meanwhile, and its lead with it.
-                    wait_us = min(wait_us - ahead, PREBUILD_LOOK_US)
+                # Any crowd, not only the next instant's: an instant before it
+                # (any other firing, under a steady load) would else have
+                # held back its appending until that instant had come.
+                pending = {
+                    instant: instant - now_us - self._lead(instant)
+                    for instant in self._crowds
+                    if instant not in self._prebuilt
+                }
+                ready = [instant for instant, left in pending.items() if left <= 0]
+                if ready:
+                    await self._prebuild(min(ready))
+                    continue
+                if pending:
+                    # A crowd may grow meanwhile, and its lead with it.
+                    wait_us = min(wait_us, PREBUILD_LOOK_US, *pending.values())
                 # Never early: sleep until the wall clock reaches the instant
                 # (and look again: a sleep may end a little before it).
                 self._alarm = loop.create_future()
@@ -511,6 +523,7 @@ class _Held:
             prebuilt: list[tuple[list[str], list[Prebuilt]]] = []
             while self._instants and self._instants[0] <= now_us:
                 instant = heapq.heappop(self._instants)
+                self._crowds.discard(instant)
                 prebuilt.extend(self._prebuilt.pop(instant, ()))
                 for firing_id in self._at.pop(instant):
                     held = self._by_id.pop(firing_id, None)
@@ -520,6 +533,11 @@ class _Held:
         self._instants.clear()
         self._at.clear()
         self._prebuilt.clear()
+        self._crowds.clear()
+
+    def _lead(self, instant: int) -> int:
+        """How long before ``instant`` its crowd's batches are appended (µs)."""
+        return PREBUILD_AHEAD_US + PREBUILD_EACH_US * len(self._at.get(instant, ()))
 
     async def _prebuild(self, instant: int) -> None:
         """Append the batches of a crowd of Kafka firings due at ``instant`` (see ``PREBUILD_MIN``).
@@ -586,7 +604,7 @@ KAFKA_BATCH = 50_000
 PREBUILD_MIN = 1_000
 PREBUILD_AHEAD_US = 1_000_000
 PREBUILD_EACH_US = 25
-#: While a crowd's instant nears, the release looks again this often (µs):
+#: While a crowd waits to be appended, the release looks again this often (µs):
 #: the crowd's lead grows with each firing held for it.
 PREBUILD_LOOK_US = 250_000
 

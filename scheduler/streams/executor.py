@@ -190,6 +190,9 @@ async def hand_over(parts: list[bulk.Part]) -> None:
             unsettled = _unsettled[tp] = Unsettled(tp, generation)
         for position, record in enumerate(records):
             offset = record.offset
+            # Below ``next_offset`` is what this generation was handed already
+            # (a record of another generation never gets here: it is skipped
+            # above, and a new generation starts a new Unsettled).
             if offset < unsettled.next_offset:
                 continue
             unsettled.take(offset)

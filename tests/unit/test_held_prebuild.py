@@ -1,0 +1,98 @@
+"""When the executor appends a crowd's Kafka batches (``delivery._Held``): ahead of its lead.
+
+The lead grows with the crowd (``PREBUILD_EACH_US`` a firing), and is kept
+whatever is due before the crowd: another instant's firing, held for
+earlier, used to hold back the crowd's appending until it had come. The
+clock and the sending are stand-ins; the same on a real broker is in
+``tests/integration/test_fire_ahead.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from scheduler import clock
+from scheduler.streams import delivery
+
+
+@pytest.fixture
+def held(monkeypatch: pytest.MonkeyPatch) -> tuple[delivery._Held, list[tuple[str, Any, int]]]:
+    """A fresh holder; what it does, as (what, instant or count, µs before the instant)."""
+    events: list[tuple[str, Any, int]] = []
+
+    async def prebuild_kafka(records: list[Any], timestamp_ms: int) -> list[Any]:
+        events.append(("prebuild", len(records), timestamp_ms * 1000 - clock.now_us()))
+        return [object()]
+
+    async def start_many(due: list[Any], prebuilt: Any = None) -> None:
+        for held in due:
+            events.append(("start", held[0], held[4] - clock.now_us()))
+
+    monkeypatch.setattr(delivery, "executors", SimpleNamespace(prebuild_kafka=prebuild_kafka))
+    monkeypatch.setattr(delivery, "_start_many", start_many)
+    monkeypatch.setattr(delivery, "PREBUILD_AHEAD_US", 300_000)
+    monkeypatch.setattr(delivery, "PREBUILD_EACH_US", 100)  # 1,200 firings: 0.12 s more
+    monkeypatch.setattr(delivery, "PREBUILD_LOOK_US", 50_000)
+    return delivery._Held(), events
+
+
+def _hold(holder: delivery._Held, due_us: int, name: str, kafka: bool = True) -> None:
+    message = SimpleNamespace(tp=None, offset=0, ack=lambda consumer: False)
+    holder.keep(due_us, name, False, object() if kafka else None, message)
+
+
+async def test_a_crowd_is_appended_ahead_by_its_lead_even_behind_an_earlier_instant(
+    held: tuple[delivery._Held, list[tuple[str, Any, int]]],
+) -> None:
+    holder, events = held
+    now = clock.now_us()
+    crowd_at = now - now % 1000 + 1_000_000  # a whole millisecond, as the stamps are
+    _hold(holder, crowd_at - 200_000, "early", kafka=False)  # due within the crowd's lead
+    for n in range(1_200):
+        _hold(holder, crowd_at, f"fir_{n}")
+    while not any(what == "start" and name == "fir_0" for what, name, _ in events):
+        await asyncio.sleep(0.01)
+    order = [(what, name) for what, name, _ in events[:3]]
+    assert order == [("prebuild", 1_200), ("start", "early"), ("start", "fir_0")]
+    (_, count, ahead_us) = events[0]
+    assert count == 1_200
+    # Its lead, 0.3 s + 1,200 x 100 µs, not the 0.2 s the early instant left it.
+    assert 420_000 - 60_000 <= ahead_us <= 420_000
+    assert all(left <= 0 for what, _, left in events if what == "start")  # never early
+
+
+async def test_a_crowd_that_grows_is_appended_by_its_lead_when_it_is_a_crowd(
+    held: tuple[delivery._Held, list[tuple[str, Any, int]]],
+) -> None:
+    holder, events = held
+    now = clock.now_us()
+    crowd_at = now - now % 1000 + 600_000
+    for n in range(delivery.PREBUILD_MIN - 1):  # not a crowd yet
+        _hold(holder, crowd_at, f"fir_{n}")
+    await asyncio.sleep(0.35)  # past the lead a crowd of this size would have
+    assert events == []
+    _hold(holder, crowd_at, "fir_last")
+    await asyncio.sleep(0.05)
+    assert [what for what, _, _ in events] == ["prebuild"]
+    while len(events) < 2:
+        await asyncio.sleep(0.01)
+    assert events[1][0] == "start"
+
+
+async def test_nothing_is_appended_for_a_few_firings_and_no_look_is_taken_early(
+    held: tuple[delivery._Held, list[tuple[str, Any, int]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    holder, events = held
+    rings: list[int] = []
+    ring = delivery._ring
+    monkeypatch.setattr(delivery, "_ring", lambda alarm: (rings.append(1), ring(alarm)))
+    now = clock.now_us()
+    for n in range(5):
+        _hold(holder, now + 400_000, f"fir_{n}")
+    await asyncio.sleep(0.6)
+    assert [what for what, _, _ in events] == ["start"] * 5
+    assert len(rings) <= 2  # slept until the instant, no look every PREBUILD_LOOK_US
