@@ -825,20 +825,46 @@ fn put_float(out: &mut Vec<u8>, value: f64) {
 }
 
 fn put_data(out: &mut Vec<u8>, value: &Data) {
+    put_data_as(out, value, PYDANTIC);
+}
+
+/// How a writer of JSON spells what varies: separators and floats.
+#[derive(Clone, Copy)]
+struct Spelling {
+    comma: &'static [u8],
+    colon: &'static [u8],
+    float: fn(&mut Vec<u8>, f64),
+}
+
+/// As pydantic writes: no spaces, floats as serde_json does.
+const PYDANTIC: Spelling = Spelling {
+    comma: b",",
+    colon: b":",
+    float: put_float,
+};
+
+/// As `json.dumps` writes by default: a space after each separator, floats as `repr`.
+const JSON_DUMPS: Spelling = Spelling {
+    comma: b", ",
+    colon: b": ",
+    float: put_py_float,
+};
+
+fn put_data_as(out: &mut Vec<u8>, value: &Data, spelling: Spelling) {
     match value {
         Data::Null => out.extend_from_slice(b"null"),
         Data::Bool(v) => out.extend_from_slice(if *v { b"true" } else { b"false" }),
         Data::Int(v) => out.extend_from_slice(v.to_string().as_bytes()),
         Data::Uint(v) => out.extend_from_slice(v.to_string().as_bytes()),
-        Data::Float(v) => put_float(out, *v),
+        Data::Float(v) => (spelling.float)(out, *v),
         Data::Text(v) => put_text(out, v),
         Data::List(items) => {
             out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(b',');
+                    out.extend_from_slice(spelling.comma);
                 }
-                put_data(out, item);
+                put_data_as(out, item, spelling);
             }
             out.push(b']');
         }
@@ -846,11 +872,11 @@ fn put_data(out: &mut Vec<u8>, value: &Data) {
             out.push(b'{');
             for (i, (key, item)) in members.iter().enumerate() {
                 if i > 0 {
-                    out.push(b',');
+                    out.extend_from_slice(spelling.comma);
                 }
                 put_text(out, key);
-                out.push(b':');
-                put_data(out, item);
+                out.extend_from_slice(spelling.colon);
+                put_data_as(out, item, spelling);
             }
             out.push(b'}');
         }
@@ -1254,32 +1280,7 @@ where
 /// its default separators, strings escaped as serde_json escapes them (the
 /// same set, in the same spelling), floats as Python's `repr`.
 fn put_py_data(out: &mut Vec<u8>, value: &Data) {
-    match value {
-        Data::Float(v) => put_py_float(out, *v),
-        Data::List(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.extend_from_slice(b", ");
-                }
-                put_py_data(out, item);
-            }
-            out.push(b']');
-        }
-        Data::Object(members) => {
-            out.push(b'{');
-            for (i, (key, item)) in members.iter().enumerate() {
-                if i > 0 {
-                    out.extend_from_slice(b", ");
-                }
-                put_text(out, key);
-                out.extend_from_slice(b": ");
-                put_py_data(out, item);
-            }
-            out.push(b'}');
-        }
-        other => put_data(out, other),
-    }
+    put_data_as(out, value, JSON_DUMPS);
 }
 
 /// An instant as `parse_utc` reads it, in µs, for the one form firings are
