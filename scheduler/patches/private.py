@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiokafka.structs import TopicPartition
+
 REPLACES: tuple[str, ...] = ()
 USES = (
     "faust.stores.rocksdb:Store._db_for_partition",
@@ -20,6 +22,9 @@ USES = (
     "faust.transport.drivers.aiokafka:Producer._ensure_producer",
     "faust.transport.consumer:Consumer._committed_offset",
     "aiokafka:AIOKafkaConsumer._client",
+    "aiokafka:AIOKafkaProducer._message_accumulator",
+    "aiokafka.producer.message_accumulator:MessageAccumulator._batches",
+    "aiokafka.producer.message_accumulator:MessageBatch._builder",
     "aiokafka.client:AIOKafkaClient.force_metadata_update",
 )
 
@@ -64,6 +69,20 @@ def tables_recovered(app: Any) -> bool:
 def aiokafka_producer(app: Any) -> Any:
     """The aiokafka producer under Faust's, for prebuilt record batches (``scheduler.outbox``)."""
     return app.producer._ensure_producer()
+
+
+def queued_batch(producer: Any, topic: str, partition: int) -> tuple[Any, Any] | None:
+    """The last batch of ``topic[partition]`` still queued in aiokafka's ``producer``
+    (not yet taken by its sender), as its future and its builder; None if none is.
+
+    Records appended to the builder go with the batch, as ``producer.send``
+    appends its own (``scheduler.outbox``). A builder closed, or full, takes no more.
+    """
+    queued = producer._message_accumulator._batches.get(TopicPartition(topic, partition))
+    if not queued:
+        return None
+    batch = queued[-1]
+    return batch.future, batch._builder
 
 
 def committed_offsets(consumer: Any) -> Any:
