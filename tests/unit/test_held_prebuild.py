@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from scheduler import clock
+from scheduler.domain.retry import Outcome, Result
 from scheduler.streams import delivery
 
 
@@ -96,3 +97,35 @@ async def test_nothing_is_appended_for_a_few_firings_and_no_look_is_taken_early(
     await asyncio.sleep(0.6)
     assert [what for what, _, _ in events] == ["start"] * 5
     assert len(rings) <= 2  # slept until the instant, no look every PREBUILD_LOOK_US
+
+
+async def test_settling_a_big_batch_gives_the_loop_turns_and_acknowledges_all_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The results of a crowd's slice are settled a ``SETTLE_YIELD`` at a time: the
+    loop meanwhile writes the next slice's requests."""
+    size = 5 * delivery.SETTLE_YIELD + 7
+    now_us = clock.now_us()
+    batch = [(f"fir_{i}", SimpleNamespace(offset=i), False, object(), now_us) for i in range(size)]
+    acked: list[int] = []
+    turns: list[int] = []  # how many were acknowledged at each turn another task got
+
+    async def deliver_kafka(records: list[Any], prebuilt: Any) -> list[Result]:
+        return [Result(Outcome.SUCCESS)] * len(records)
+
+    async def other_task() -> None:
+        while len(acked) < size:
+            turns.append(len(acked))
+            await asyncio.sleep(0)
+
+    monkeypatch.setattr(delivery, "executors", SimpleNamespace(deliver_kafka=deliver_kafka))
+    monkeypatch.setattr(delivery, "_ack", lambda message: acked.append(message.offset))
+    await delivery.slots().acquire()  # as _start_many does before it
+    watching = asyncio.ensure_future(other_task())
+    await delivery._settle_kafka(batch)  # type: ignore[arg-type]
+    await watching
+    assert acked == list(range(size))
+    during = sorted({n for n in turns if 0 < n < size})
+    assert len(during) >= 5  # a turn at least every SETTLE_YIELD
+    gaps = zip([0, *during], [*during, size], strict=True)
+    assert all(b - a <= delivery.SETTLE_YIELD for a, b in gaps)
