@@ -33,8 +33,8 @@ target_clusters = clusters.load(settings.target_clusters)
 #: The most records one fetch call hands over (aiokafka's ``max_poll_records``).
 #: As many as the command path takes as one batch (``scheduler.streams.bulk``):
 #: with 500, draining a backlog of commands, every fetch call's records became
-#: a batch of their own, and the path spent a fifth of its time waiting for the
-#: next call (measured in the commit that made this 2,000).
+#: a small batch of their own, and the path waited for the next call between
+#: them (figures in the commit that made this 2,000).
 MAX_POLL_RECORDS = 2_000
 
 #: Seconds between offset commits (Faust's default is 2.8). A worker killed

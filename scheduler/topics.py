@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import faust
 
-from scheduler.app import app, settings
+from scheduler.app import MAX_POLL_RECORDS, app, settings
 from scheduler.domain.retry import TIERS_S
 
 #: Records a retry tier's stream buffers before Faust stops fetching it.
 TIER_BUFFER = 64
-#: The same for ``firings-retry``, whose records are each sent on or delivered.
-RETRY_BUFFER = 512
+#: The same for ``firings-retry``, whose records are each sent on or delivered:
+#: more than one fetch call hands over, since a full buffer holds up Faust's
+#: handing over of every topic's records until the agent takes some.
+RETRY_BUFFER = MAX_POLL_RECORDS + 512
 
 
 def _topic(

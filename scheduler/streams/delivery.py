@@ -592,9 +592,9 @@ async def _start(firing: dict[str, Any], message: Any) -> None:
 #: in one slice it takes a few.
 KAFKA_BATCH = 50_000
 #: A batch's results are settled (counted, acknowledged) with a turn of the
-#: loop every this many: settled in one go, the first slice of a crowd of
-#: 100,000 held the loop for a quarter of a second while the second slice's
-#: requests waited to be written (measured in the commit that added this).
+#: loop every this many: settled in one go, a crowd's first slice held the
+#: loop while the requests of its next slice waited to be written, and that
+#: slice went out late (figures in the commit that added this).
 SETTLE_YIELD = 1_000
 
 

@@ -208,14 +208,27 @@ _persisters: dict[tuple[str, int], OnWritten] = {}
 
 
 def _persister(table: Any, partition: int) -> OnWritten:
-    """Records in the partition's RocksDB how far its changelog is applied there."""
+    """Records in the partition's RocksDB how far its changelog is applied there;
+    never backwards.
+
+    A partition's batches are written in order, but their callbacks may run
+    out of order: a batch the outbox joined calls its own before the
+    ``send_batch`` that queued it (``scheduler.outbox``). A lower offset would
+    only make a recovery read more of the changelog, but it is not the truth.
+    The changelog's offsets only grow, so the highest seen here stays right
+    when the partition moves away and back.
+    """
     topic = _changelog(table)
     found = _persisters.get((topic, partition))
     if found is None:
         tp = TP(topic, partition)
+        highest = -1
 
         def persist(offset: int) -> None:
-            private.persist_offset(table, tp, offset)
+            nonlocal highest
+            if offset > highest:
+                highest = offset
+                private.persist_offset(table, tp, offset)
 
         found = _persisters[(topic, partition)] = persist
     return found

@@ -104,3 +104,19 @@ def test_prefetching_is_per_partition_and_can_be_forgotten(table: Any) -> None:
     table.db(5).put(b"k", b"moved")
     tables.forget_prefetched()  # as when partitions move
     assert tables.read(table, 5, b"k") == b"moved"
+
+
+def test_the_persisted_offset_never_moves_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Callbacks of a partition's batches may come out of order (a joined batch's
+    first, ``scheduler.outbox``): the offset recorded only moves forward."""
+    recorded: list[int] = []
+    monkeypatch.setattr(
+        tables.private, "persist_offset", lambda table, tp, offset: recorded.append(offset)
+    )
+    monkeypatch.setattr(tables, "_persisters", {})
+    table = SimpleNamespace(changelog_topic=SimpleNamespace(get_topic_name=lambda: "t-changelog"))
+    persist = tables._persister(table, 3)
+    for offset in (200, 300, 100, 300, 301):
+        persist(offset)
+    assert recorded == [200, 300, 301]
+    assert tables._persister(table, 3) is persist  # one per partition, kept
