@@ -137,7 +137,7 @@ class Outbox:
         if joined == len(records):
             return None
         builder = self._producer.create_batch()
-        for key, value in records[joined:] if joined else records:
+        for key, value in records[joined:]:
             if builder.append(timestamp=None, key=key, value=value) is None:
                 # Full (producer_batch_bytes): send it, go on with another.
                 await self._submit(builder, topic, partition, report)
@@ -154,11 +154,10 @@ class Outbox:
         one request at a time to a broker. So a batch per partition for each
         of the agent's batches made every agent batch wait for a round trip
         to the broker, and the commands a round trip could carry were as many
-        as one agent batch held: one worker drained a backlog of commands at
-        that rate, with its core a third idle (measured in the commit that
-        added this). Appended to the queued batch, as ``producer.send`` does
-        with one record, everything the agent produced while a request was
-        out goes in the next one.
+        as one agent batch held, with the worker's core partly idle (figures
+        in the commit that added this). Appended to the queued batch, as
+        ``producer.send`` does with one record, everything the agent produced
+        while a request was out goes in the next one.
         """
         queued = private.queued_batch(self._producer, topic, partition)
         if queued is None:
