@@ -7,8 +7,11 @@ upgrade that moves one breaks here, and the guard test names it.
 
 from __future__ import annotations
 
+import asyncio
+import copy
 from typing import Any
 
+from aiokafka.errors import ProducerClosed
 from aiokafka.structs import TopicPartition
 
 REPLACES: tuple[str, ...] = ()
@@ -25,6 +28,9 @@ USES = (
     "aiokafka:AIOKafkaProducer._message_accumulator",
     "aiokafka.producer.message_accumulator:MessageAccumulator._batches",
     "aiokafka.producer.message_accumulator:MessageBatch._builder",
+    "aiokafka.producer.message_accumulator:MessageAccumulator._append_batch",
+    "aiokafka.producer.message_accumulator:MessageAccumulator._closed",
+    "aiokafka.producer.message_accumulator:MessageAccumulator._exception",
     "aiokafka.client:AIOKafkaClient.force_metadata_update",
 )
 
@@ -83,6 +89,28 @@ def queued_batch(producer: Any, topic: str, partition: int) -> tuple[Any, Any] |
         return None
     batch = queued[-1]
     return batch.future, batch._builder
+
+
+def queue_batches(producer: Any, topic: str, partition: int, builders: list[Any]) -> list[Any]:
+    """Queue ``builders`` on ``topic[partition]`` of aiokafka's ``producer`` now, in order,
+    behind any batch queued there; the future of each.
+
+    ``send_batch`` queues one and waits until the partition has nothing queued
+    before the next, so a partition's next batch could not be queued until
+    its caller got a turn of the loop after the last one left. Queued
+    together, the sender takes the next one into its next request by itself,
+    as it does with batches it re-queues for a retry. The partition must be
+    one the producer's metadata knows (``partitions_for``), as ``send_batch``
+    would check.
+    """
+    accumulator = producer._message_accumulator
+    # What add_batch checks before it queues.
+    if accumulator._closed:
+        raise ProducerClosed()
+    if accumulator._exception is not None:
+        raise copy.copy(accumulator._exception)
+    tp = TopicPartition(topic, partition)
+    return [asyncio.shield(accumulator._append_batch(builder, tp).future) for builder in builders]
 
 
 def committed_offsets(consumer: Any) -> Any:

@@ -27,11 +27,14 @@ A failed attempt that may be retried goes to ``firings-retry``, where
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from datetime import timedelta
+from itertools import chain, islice
 from typing import Any
 
 from prometheus_client import Counter, Histogram
@@ -53,7 +56,14 @@ from scheduler.domain.timefmt import format_utc, parse_utc
 from scheduler.patches import produce_guard
 from scheduler.patches.batching import take_queued
 from scheduler.streams import fastlane, history
-from scheduler.targets.executors import Executors, KafkaRecord, Prebuilt, Slot, kafka_record
+from scheduler.targets.executors import (
+    Executors,
+    KafkaRecord,
+    Prebuilt,
+    Slot,
+    kafka_record,
+    queue_prebuilt,
+)
 from scheduler.topics import dead_topic, firings_topic, name_of, retry_topic
 
 log = logging.getLogger(__name__)
@@ -414,9 +424,9 @@ class _Held:
         self._instants: list[int] = []
         self._at: dict[int, list[str]] = {}
         self._by_id: dict[str, Held] = {}
-        #: Per instant, its Kafka firings' batches appended ahead of it: slices of
-        #: (firing ids, batches), for crowds of ``PREBUILD_MIN`` and more.
-        self._prebuilt: dict[int, list[tuple[list[str], list[Prebuilt]]]] = {}
+        #: Per instant, its Kafka firings' batches appended ahead of it, for
+        #: crowds of ``PREBUILD_MIN`` and more.
+        self._prebuilt: dict[int, _Appended] = {}
         #: Instants with ``PREBUILD_MIN`` firings or more held for them, not yet due.
         self._crowds: set[int] = set()
         self._alarm: asyncio.Future[None] | None = None
@@ -457,6 +467,13 @@ class _Held:
             if len(waiting) == PREBUILD_MIN:
                 self._crowds.add(due_us)
                 _ring(self._alarm)  # its batches may be due to be appended now
+            elif (appended := self._prebuilt.get(due_us)) is not None:
+                # The first held since the crowd's appending, or a crowd of
+                # them: a top-up is due (``_lead``), and the release may be
+                # sleeping until the instant.
+                since = len(waiting) - appended.upto
+                if since in (1, PREBUILD_MIN):
+                    _ring(self._alarm)
         else:
             self._at[due_us] = [firing_id]
             earliest = self._instants[0] if self._instants else None
@@ -472,6 +489,7 @@ class _Held:
         for firing_id in firing_ids:
             held = self._by_id.pop(firing_id, None)
             if held is not None:
+                self._dropped(held)
                 _ack(held[1])
                 dropped += 1
         return dropped
@@ -481,9 +499,16 @@ class _Held:
 
         Their partitions' next owner reads them again.
         """
-        for firing_id, (_, message, _, _, _) in list(self._by_id.items()):
-            if message.tp in partitions:
+        for firing_id, held in list(self._by_id.items()):
+            if held[1].tp in partitions:
                 del self._by_id[firing_id]
+                self._dropped(held)
+
+    def _dropped(self, held: Held) -> None:
+        """A held firing is gone before its instant: its crowd's slices no longer hold."""
+        appended = self._prebuilt.get(held[4])
+        if appended is not None:
+            appended.intact = False
 
     async def _release(self) -> None:
         loop = asyncio.get_running_loop()
@@ -496,9 +521,9 @@ class _Held:
                 # (any other firing, under a steady load) would else have
                 # held back its appending until that instant had come.
                 pending = {
-                    instant: instant - now_us - self._lead(instant)
+                    instant: instant - now_us - lead
                     for instant in self._crowds
-                    if instant not in self._prebuilt
+                    if (lead := self._lead(instant)) is not None
                 }
                 ready = [instant for instant, left in pending.items() if left <= 0]
                 if ready:
@@ -519,25 +544,67 @@ class _Held:
                 continue
             # Everything due by now goes together: at thousands of firings a
             # second, instants a fraction of a millisecond apart share a turn.
-            due: list[Held] = []
-            prebuilt: list[tuple[list[str], list[Prebuilt]]] = []
+            instants: list[tuple[int, list[str], _Appended | None]] = []
+            queued: list[Slice] = []
             while self._instants and self._instants[0] <= now_us:
                 instant = heapq.heappop(self._instants)
                 self._crowds.discard(instant)
-                prebuilt.extend(self._prebuilt.pop(instant, ()))
-                for firing_id in self._at.pop(instant):
-                    held = self._by_id.pop(firing_id, None)
-                    if held is not None:  # else revoked or forgotten
+                appended = self._prebuilt.pop(instant, None)
+                if appended is not None and appended.intact:
+                    # Queued before any other work of the instant: what
+                    # follows costs per firing, and the sender cannot take
+                    # the first batch until this task gives up the loop.
+                    for members, built in appended.slices:
+                        _queue_ahead(built)
+                        queued.append((members, built))
+                instants.append((instant, self._at.pop(instant), appended))
+            if queued:
+                # The sender's wake-up, its drain and its request are a turn
+                # of the loop each: taken now, the first request goes out
+                # before the per-firing work below holds the loop. Whatever
+                # is revoked or forgotten meanwhile is sent all the same.
+                for _ in range(SENDER_TURNS):
+                    await asyncio.sleep(0)
+            due: list[Held] = []
+            unsure: list[Slice] = []
+            for instant, firing_ids, appended in instants:
+                rest: Iterable[str] = firing_ids
+                if appended is not None and appended.intact:
+                    for members, _ in appended.slices:
+                        for member in members:
+                            self._by_id.pop(member[0], None)
+                    # Those held then without a record, and those held since.
+                    rest = chain(appended.plain, firing_ids[appended.upto :])
+                elif appended is not None:
+                    unsure.extend(appended.slices)
+                for firing_id in rest:
+                    held = self._by_id.get(firing_id)
+                    # Else revoked, forgotten, or held again for another instant.
+                    if held is not None and held[4] == instant:
+                        del self._by_id[firing_id]
                         due.append(held)
-            await _start_many(due, prebuilt)
+            await _start_many(due, unsure, queued)
         self._instants.clear()
         self._at.clear()
         self._prebuilt.clear()
         self._crowds.clear()
 
-    def _lead(self, instant: int) -> int:
-        """How long before ``instant`` its crowd's batches are appended (µs)."""
-        return PREBUILD_AHEAD_US + PREBUILD_EACH_US * len(self._at.get(instant, ()))
+    def _lead(self, instant: int) -> int | None:
+        """How long before ``instant`` its crowd's batches are appended (µs); None: not again.
+
+        Firings held for it after that are appended in turn (a top-up): by
+        a crowd's lead if they are a crowd themselves, else ``TOPUP_AHEAD_US``
+        (and ``PREBUILD_EACH_US`` a firing) before the instant.
+        """
+        held = len(self._at.get(instant, ()))
+        appended = self._prebuilt.get(instant)
+        if appended is None:
+            return PREBUILD_AHEAD_US + PREBUILD_EACH_US * held
+        since = held - appended.upto
+        if not appended.intact or since <= 0:
+            return None
+        ahead = PREBUILD_AHEAD_US if since >= PREBUILD_MIN else TOPUP_AHEAD_US
+        return ahead + PREBUILD_EACH_US * since
 
     async def _prebuild(self, instant: int) -> None:
         """Append the batches of a crowd of Kafka firings due at ``instant`` (see ``PREBUILD_MIN``).
@@ -545,28 +612,72 @@ class _Held:
         A firing held after this, or revoked before the instant, is not lost:
         whatever a slice no longer matches is sent the ordinary way.
         """
-        crowd = [
-            (firing_id, held[3])
-            for firing_id in self._at.get(instant, ())
-            if (held := self._by_id.get(firing_id)) is not None and held[3] is not None
-        ]
-        slices: list[tuple[list[str], list[Prebuilt]]] = []
-        self._prebuilt[instant] = slices
-        if len(crowd) < PREBUILD_MIN:
-            return
-        for start in range(0, len(crowd), KAFKA_BATCH):
-            part = crowd[start : start + KAFKA_BATCH]
+        firing_ids = self._at.get(instant, [])
+        appended = self._prebuilt.get(instant)
+        start = 0 if appended is None else appended.upto
+        crowd: list[Held] = []
+        records: list[KafkaRecord] = []
+        plain: list[str] = []
+        seen: set[str] = set()
+        for firing_id in islice(firing_ids, start, None):
+            held = self._by_id.get(firing_id)
+            # Not held: revoked. Held for another instant, or seen: held
+            # again after a revocation.
+            if held is None or held[4] != instant or firing_id in seen:
+                continue
+            seen.add(firing_id)
+            if held[3] is not None:
+                crowd.append(held)
+                records.append(held[3])
+            else:
+                plain.append(firing_id)
+        if appended is None:
+            appended = self._prebuilt[instant] = _Appended([], len(firing_ids), plain)
+            if len(crowd) < PREBUILD_MIN:
+                appended.plain = [held[0] for held in crowd] + plain
+                return
+        else:  # a top-up: those held since the last appending
+            appended.upto = len(firing_ids)
+            appended.plain.extend(plain)
+        for first in range(0, len(crowd), KAFKA_BATCH):
+            part = crowd[first : first + KAFKA_BATCH]
             try:
                 built = await executors.prebuild_kafka(
-                    [record for _, record in part], instant // 1000
+                    records[first : first + KAFKA_BATCH], instant // 1000
                 )
             except Exception:
                 log.exception(
                     "cannot prebuild %d Kafka firings; sending them at the instant", len(part)
                 )
+                appended.plain.extend(held[0] for held in part)
                 continue
-            slices.append(([firing_id for firing_id, _ in part], built))
-        _prebuilt_count.inc(sum(len(ids) for ids, _ in slices))
+            appended.slices.append((part, built))
+            _prebuilt_count.inc(len(part))
+
+
+#: Firings of one crowd and the batches appended for them.
+Slice = tuple[list[Held], list[Prebuilt]]
+
+
+@dataclass(slots=True)
+class _Appended:
+    """What was appended ahead of an instant for its crowd (``_Held._prebuild``)."""
+
+    slices: list[Slice]
+    upto: int
+    """How many firing ids the instant had then: those after it go the usual way."""
+    plain: list[str]
+    """Of those, the firings not in a slice: held without a record, of a crowd too small
+    or of a slice that could not be appended."""
+    intact: bool = True
+    """No firing held for the instant was dropped since, so every slice still holds."""
+
+
+def _queue_ahead(built: list[Prebuilt]) -> None:
+    for one in built:
+        # A refusal is met again, and reported, when the slice is settled.
+        with contextlib.suppress(Exception):
+            queue_prebuilt(one)
 
 
 def _ring(alarm: asyncio.Future[None] | None) -> None:
@@ -610,25 +721,40 @@ SETTLE_YIELD = 1_000
 PREBUILD_MIN = 1_000
 PREBUILD_AHEAD_US = 1_000_000
 PREBUILD_EACH_US = 25
+#: Firings held for a crowd's instant after its batches were appended are
+#: appended too, this long before it (µs) and ``PREBUILD_EACH_US`` more for
+#: each: sent the usual way at the instant, they went after the crowd.
+TOPUP_AHEAD_US = 100_000
+#: Turns of the loop the release gives the producer's sender once a crowd's
+#: batches are queued, before its own per-firing work.
+SENDER_TURNS = 3
 #: While a crowd waits to be appended, the release looks again this often (µs):
 #: the crowd's lead grows with each firing held for it.
 PREBUILD_LOOK_US = 250_000
 
 
 async def _start_many(
-    due: list[Held], prebuilt: list[tuple[list[str], list[Prebuilt]]] | None = None
+    due: list[Held], prebuilt: list[Slice] | None = None, queued: list[Slice] | None = None
 ) -> None:
     """Start the firings due at one instant: Kafka ones in batches, the others one by one.
 
-    A prebuilt slice goes as built if every firing in it is still due here
-    (none revoked or forgotten since); else its firings go with the rest.
+    ``queued``: slices whose batches were queued on their producers already
+    (their sending is not held back by the slots, only their settling);
+    ``due`` holds none of their firings. A ``prebuilt`` slice goes as built
+    if every firing in it is still due here as it was held then (none
+    revoked, forgotten or held again since); else its firings go with the
+    rest.
     """
+    for members, built in queued or ():
+        await slots().acquire()
+        _spawn(_settle_kafka(members, built))
     if prebuilt:
         by_id = {held[0]: held for held in due}
-        for firing_ids, built in prebuilt:
-            if not all(firing_id in by_id for firing_id in firing_ids):
+        for members, built in prebuilt:
+            if not all(by_id.get(held[0]) is held for held in members):
                 continue
-            members = [by_id.pop(firing_id) for firing_id in firing_ids]
+            for held in members:
+                del by_id[held[0]]
             await slots().acquire()
             _spawn(_settle_kafka(members, built))
         due = list(by_id.values())

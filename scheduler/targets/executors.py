@@ -32,6 +32,7 @@ from scheduler.domain.ids import murmur2
 from scheduler.domain.models import RedisMode, redis_url
 from scheduler.domain.retry import Outcome, Result, classify_http, delivery_headers, redis_envelope
 from scheduler.kafka_auth import Access
+from scheduler.patches import private
 from scheduler.patches.broker_guard import BrokerGuard
 from scheduler.targets import clusters
 from scheduler.targets.egress import EgressDenied, Policy, resolve, targets_of
@@ -364,8 +365,10 @@ class Executors:
         built ahead (:func:`kafka_record`) while the firings were held.
         ``prebuilt``: batches of some of them already appended
         (:meth:`prebuild_kafka`, its indexes are into ``records``); only
-        the rest are appended here. The batch is bounded by the longest
-        ``timeout`` among its tasks. One result per record, in order.
+        the rest are appended here. Each producer batch is given the longest
+        ``timeout`` among the tasks, from when the one before it on its
+        partition was answered (:func:`_settle_chain`). One result per
+        record, in order.
         """
         results: list[Result | None] = [None] * len(records)
         limit = max(record.timeout for record in records)
@@ -374,12 +377,16 @@ class Executors:
         # has left, so partitions queued one after another would wait on
         # each other's round trips.
         jobs: list[tuple[Awaitable[list[Sent]], list[int]]] = []
-        covered: set[int] = set()
         for built in prebuilt or ():
             members = [index for _, batch in built.batches for index in batch]
-            covered.update(members)
             jobs.append((_send_prebuilt(built), members))
-        rest = [index for index in range(len(records)) if index not in covered]
+        # A prebuilt batch's indexes are its own: if they add up, none is left.
+        covered = sum(len(members) for _, members in jobs)
+        rest = (
+            []
+            if covered == len(records)
+            else sorted(set(range(len(records))).difference(*(m for _, m in jobs)))
+        )
         groups = _by_topic(records, rest)
         self._maybe_reap()
         # Each cluster's gate once for the batch: its circuit may be open. No
@@ -726,6 +733,8 @@ class Prebuilt:
     partition: int
     batches: list[tuple[Any, list[int]]]
     """Each a ``BatchBuilder`` and the indexes of its records."""
+    queued: list[Sent] | None = None
+    """Once queued on the producer (:func:`queue_prebuilt`): each batch's future and indexes."""
 
 
 def _by_topic(
@@ -763,34 +772,60 @@ async def _settle_sends(
     limit: float,
 ) -> None:
     """Run the sends of ``jobs`` and fill in each record's result, waiting at most ``limit``."""
-    pending: dict[asyncio.Future[Any], list[int]] = {}
+    chains: list[list[Sent]] = []
     sends = await asyncio.gather(*(job for job, _ in jobs), return_exceptions=True)
     for (_, members), sent in zip(jobs, sends, strict=True):
         if isinstance(sent, BaseException):
             for index in members:
                 results[index] = _kafka_failure(sent)
-            continue
-        for future, batch in sent:
-            pending[future] = batch
-    if not pending:
-        return
-    done, late = await asyncio.wait(pending, timeout=limit)
-    for future in late:
-        future.cancel()
-        for index in pending[future]:
-            results[index] = _timed_out(limit)
-    for future in done:
-        error = future.exception()
-        outcome = _kafka_failure(error) if error else Result(Outcome.SUCCESS)
-        for index in pending[future]:
+        elif sent:
+            chains.append(sent)
+    await asyncio.gather(*(_settle_chain(sent, results, limit) for sent in chains))
+
+
+async def _settle_chain(sent: list[Sent], results: list[Result | None], limit: float) -> None:
+    """Fill in the results of one partition's sends, in the order queued.
+
+    Each has ``limit`` from when the one before it was answered: the
+    producer sends a partition one batch per request, so a batch queued
+    behind others is not on its way until they are answered. Once one is
+    late, those behind it are given up too.
+    """
+    late = False
+    for future, batch in sent:
+        if not future.done() and not late:
+            await asyncio.wait([future], timeout=limit)
+            late = not future.done()
+        if future.done():
+            error = future.exception()
+            outcome = _kafka_failure(error) if error else Result(Outcome.SUCCESS)
+        else:
+            future.cancel()
+            outcome = _timed_out(limit)
+        for index in batch:
             results[index] = outcome
 
 
+def queue_prebuilt(built: Prebuilt) -> list[Sent]:
+    """Queue ``built``'s batches on its producer now, all of them (once); their futures.
+
+    At a crowd's instant this is all that stands between its batches and
+    the producer's sender, so its caller queues them before any other work
+    of the instant. (A partition's last batch stays open, as ``send_batch``
+    leaves it: the producer's own sends may still join it.)
+    """
+    if built.queued is None:
+        futures = private.queue_batches(
+            built.producer, built.topic, built.partition, [b for b, _ in built.batches]
+        )
+        built.queued = [
+            (future, batch) for future, (_, batch) in zip(futures, built.batches, strict=True)
+        ]
+    return built.queued
+
+
 async def _send_prebuilt(built: Prebuilt) -> list[Sent]:
-    return [
-        (await built.producer.send_batch(builder, built.topic, partition=built.partition), batch)
-        for builder, batch in built.batches
-    ]
+    return queue_prebuilt(built)
 
 
 async def _send_batches(
@@ -802,9 +837,10 @@ async def _send_batches(
 ) -> list[Sent]:
     """Queue ``members`` on one partition in as few batches as fit; each batch's future.
 
-    A few records go one by one: ``send_batch`` first waits for the
-    partition's previous batch to leave, which stalled a steady stream of
-    small groups and left their deliveries seconds late.
+    A few records go one by one (``producer.send``, which appends them to
+    the partition's queued batch): with ``send_batch``, which first waits
+    for that batch to leave, a steady stream of small groups stalled and
+    its deliveries went out seconds late.
     """
     sent: list[Sent] = []
     if len(members) < MIN_BATCH:
@@ -819,16 +855,20 @@ async def _send_batches(
             )
             sent.append((future, [index]))
         return sent
+    # Queued as each fills, not with ``send_batch``: that waits for the
+    # partition's previous batch to leave before it queues the next, and the
+    # appending of the rest waited with it.
     builder = producer.create_batch()
     batch: list[int] = []
     for index in members:
         record = records[index]
-        if not _append(builder, record, None):  # full: send it and go on with a new one
-            sent.append((await producer.send_batch(builder, topic, partition=partition), batch))
+        if not _append(builder, record, None):  # full: queue it and go on with a new one
+            sent.append((private.queue_batches(producer, topic, partition, [builder])[0], batch))
             builder, batch = producer.create_batch(), []
+            await asyncio.sleep(0)  # so the sender takes it while the rest are appended
             if not _append(builder, record, None):
                 raise ValueError(f"a record of {len(record.value)} bytes exceeds a batch")
         batch.append(index)
     if batch:
-        sent.append((await producer.send_batch(builder, topic, partition=partition), batch))
+        sent.append((private.queue_batches(producer, topic, partition, [builder])[0], batch))
     return sent

@@ -29,8 +29,10 @@ def held(monkeypatch: pytest.MonkeyPatch) -> tuple[delivery._Held, list[tuple[st
         events.append(("prebuild", len(records), timestamp_ms * 1000 - clock.now_us()))
         return [object()]
 
-    async def start_many(due: list[Any], prebuilt: Any = None) -> None:
-        for held in due:
+    async def start_many(due: list[Any], prebuilt: Any = None, queued: Any = None) -> None:
+        # A crowd's firings whose batches were queued at the instant come first.
+        members = [held for slice_members, _ in queued or () for held in slice_members]
+        for held in [*members, *due]:
             events.append(("start", held[0], held[4] - clock.now_us()))
 
     monkeypatch.setattr(delivery, "executors", SimpleNamespace(prebuild_kafka=prebuild_kafka))
@@ -129,3 +131,156 @@ async def test_settling_a_big_batch_gives_the_loop_turns_and_acknowledges_all_in
     assert len(during) >= 5  # a turn at least every SETTLE_YIELD
     gaps = zip([0, *during], [*during, size], strict=True)
     assert all(b - a <= delivery.SETTLE_YIELD for a, b in gaps)
+
+
+@pytest.fixture
+def instant_calls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[delivery._Held, list[tuple[Any, ...]]]:
+    """A fresh holder whose crowd's batches are stand-ins; what happens at the instant.
+
+    ("queue", firings held then) for each slice queued on its producer, and
+    ("start", due, unsure slices, queued slices) for the hand-over.
+    """
+    calls: list[tuple[Any, ...]] = []
+    holder = delivery._Held()
+
+    async def prebuild_kafka(records: list[Any], timestamp_ms: int) -> list[Any]:
+        calls.append(("prebuild", len(records)))
+        return [object()]
+
+    async def start_many(due: list[Any], prebuilt: Any = None, queued: Any = None) -> None:
+        calls.append(("start", list(due), list(prebuilt or ()), list(queued or ())))
+
+    monkeypatch.setattr(delivery, "executors", SimpleNamespace(prebuild_kafka=prebuild_kafka))
+    monkeypatch.setattr(
+        delivery, "queue_prebuilt", lambda built: calls.append(("queue", len(holder)))
+    )
+    monkeypatch.setattr(delivery, "_start_many", start_many)
+    monkeypatch.setattr(delivery, "PREBUILD_AHEAD_US", 200_000)
+    monkeypatch.setattr(delivery, "PREBUILD_EACH_US", 10)
+    return holder, calls
+
+
+async def _until(calls: list[tuple[Any, ...]], what: str, within: float = 5.0) -> None:
+    async with asyncio.timeout(within):  # a release that failed never gets there
+        while not any(call[0] == what for call in calls):
+            await asyncio.sleep(0.01)
+
+
+async def test_a_crowds_batches_are_queued_at_its_instant_before_any_firing_is_taken_out(
+    instant_calls: tuple[delivery._Held, list[tuple[Any, ...]]],
+) -> None:
+    """The per-firing work of the instant comes after the queueing: before it, the
+    sender could not take the first batch until all of it was done. A firing
+    held after the crowd's appending is appended before the instant too."""
+    holder, calls = instant_calls
+    crowd_at = clock.now_us() + 600_000
+    for n in range(1_200):
+        _hold(holder, crowd_at, f"fir_{n}")
+    await _until(calls, "prebuild")
+    _hold(holder, crowd_at, "later")  # held after the batches were appended: a top-up
+    await _until(calls, "start")
+    assert [call[0] for call in calls] == ["prebuild", "prebuild", "queue", "queue", "start"]
+    assert calls[0:2] == [("prebuild", 1_200), ("prebuild", 1)]
+    assert calls[2] == ("queue", 1_201)  # all still held when queued
+    _, due, unsure, queued = calls[4]
+    assert due == [] and unsure == []
+    assert [[held[0] for held in members] for members, _ in queued] == [
+        [f"fir_{n}" for n in range(1_200)],
+        ["later"],
+    ]
+    assert len(holder) == 0
+
+
+async def test_a_crowd_that_lost_a_firing_is_not_queued_ahead_but_matched_as_before(
+    instant_calls: tuple[delivery._Held, list[tuple[Any, ...]]],
+) -> None:
+    holder, calls = instant_calls
+    crowd_at = clock.now_us() + 600_000
+    for n in range(1_200):
+        _hold(holder, crowd_at, f"fir_{n}")
+    await _until(calls, "prebuild")
+    assert holder.revoke(["fir_7"]) == 1
+    await _until(calls, "start")
+    assert [call[0] for call in calls] == ["prebuild", "start"]
+    _, due, unsure, queued = calls[1]
+    assert queued == []
+    assert sorted(held[0] for held in due) == sorted(f"fir_{n}" for n in range(1_200) if n != 7)
+    assert [len(members) for members, _ in unsure] == [1_200]  # _start_many finds it broken
+
+
+async def test_a_firing_held_again_for_another_instant_goes_at_that_one_only(
+    instant_calls: tuple[delivery._Held, list[tuple[Any, ...]]],
+) -> None:
+    """Revoked and held again with another delivery time, a firing is still
+    listed under its first instant: neither that instant's crowd nor its
+    release may take it."""
+    holder, calls = instant_calls
+    crowd_at = clock.now_us() + 600_000
+    for n in range(1_200):
+        _hold(holder, crowd_at, f"fir_{n}")
+    assert holder.revoke(["fir_5"]) == 1
+    _hold(holder, crowd_at - 100_000, "fir_5")
+    await _until(calls, "queue")
+    await asyncio.sleep(0.05)
+    assert [call[0] for call in calls] == ["prebuild", "start", "queue", "start"]
+    assert calls[0] == ("prebuild", 1_199)
+    assert [held[0] for held in calls[1][1]] == ["fir_5"]
+    _, due, unsure, queued = calls[3]
+    assert due == [] and unsure == []
+    assert "fir_5" not in {held[0] for members, _ in queued for held in members}
+    assert len(holder) == 0
+
+
+async def test_a_slice_whose_firing_was_held_again_is_not_sent_as_built(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Revoked and held again (a new record, the same instant) after its crowd was
+    appended: the slice's batch carries the old record, so its firings go
+    the usual way, each with the record it has now."""
+    settled: list[tuple[list[Any], Any]] = []
+
+    async def settle_kafka(batch: list[Any], prebuilt: Any = None) -> None:
+        settled.append((batch, prebuilt))
+        delivery.slots().release()
+
+    monkeypatch.setattr(delivery, "_settle_kafka", settle_kafka)
+
+    def held(name: str, offset: int) -> Any:
+        return (name, SimpleNamespace(offset=offset), False, object(), 0)
+
+    members = [held(f"fir_{n}", n) for n in range(3)]
+    again = held("fir_1", 99)
+    await delivery._start_many([members[0], again, members[2]], [(members, [object()])])
+    await asyncio.sleep(0)
+    assert settled == [([members[0], again, members[2]], None)]
+
+
+async def test_a_revocation_while_the_sender_takes_the_crowd_leaves_nothing_behind(
+    instant_calls: tuple[delivery._Held, list[tuple[Any, ...]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The release gives the sender turns of the loop once the batches are queued;
+    a revocation taken meanwhile is too late for the firing, which goes with
+    its batch, and the release still takes every firing out."""
+    holder, calls = instant_calls
+    loop = asyncio.get_running_loop()
+
+    def queue_prebuilt(built: Any) -> None:
+        calls.append(("queue", len(holder)))
+        loop.call_soon(lambda: calls.append(("revoked", holder.revoke(["fir_3"]))))
+
+    monkeypatch.setattr(delivery, "queue_prebuilt", queue_prebuilt)
+    crowd_at = clock.now_us() + 600_000
+    for n in range(1_200):
+        _hold(holder, crowd_at, f"fir_{n}")
+    await _until(calls, "start")
+    assert [call[0] for call in calls] == ["prebuild", "queue", "revoked", "start"]
+    assert calls[2] == ("revoked", 1)
+    _, due, unsure, queued = calls[3]
+    assert due == [] and unsure == []
+    assert [len(members) for members, _ in queued] == [1_200]
+    assert len(holder) == 0
+    await asyncio.sleep(0.01)
+    assert holder._task is not None and holder._task.done()
+    assert holder._task.exception() is None  # ended, not failed
