@@ -31,11 +31,12 @@ egress_policy = Policy.of(settings.egress_allow, settings.egress_deny, own_port=
 target_clusters = clusters.load(settings.target_clusters)
 
 #: The most records one fetch call hands over (aiokafka's ``max_poll_records``).
-#: As many as the command path takes as one batch (``scheduler.streams.bulk``):
-#: with 500, draining a backlog of commands, every fetch call's records became
-#: a small batch of their own, and the path waited for the next call between
-#: them (figures in the commit that made this 2,000).
-MAX_POLL_RECORDS = 2_000
+#: With 500, draining a backlog of commands, every fetch call's records became
+#: a small batch of their own (``scheduler.streams.bulk``), and the path waited
+#: for the next call between them (figures in commit e664e15). 2,000 drained
+#: as fast as 1,000 but left the worker's resident memory higher after a
+#: backlog of a million (figures in the commit that made this 1,000).
+MAX_POLL_RECORDS = 1_000
 
 #: Seconds between offset commits (Faust's default is 2.8). A worker killed
 #: with -9 leaves everything it delivered since its last commit to be
