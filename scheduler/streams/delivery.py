@@ -472,7 +472,7 @@ class _Held:
                 # them: a top-up is due (``_lead``), and the release may be
                 # sleeping until the instant.
                 since = len(waiting) - appended.upto
-                if since in (1, PREBUILD_MIN):
+                if since == PREBUILD_MIN or (since == 1 and not appended.topped):
                     _ring(self._alarm)
         else:
             self._at[due_us] = [firing_id]
@@ -572,7 +572,10 @@ class _Held:
                 if appended is not None and appended.intact:
                     for members, _ in appended.slices:
                         for member in members:
-                            self._by_id.pop(member[0], None)
+                            # Not it if revoked (and held again) during the
+                            # sender's turns: that one goes on its own.
+                            if self._by_id.get(member[0]) is member:
+                                del self._by_id[member[0]]
                     # Those held then without a record, and those held since.
                     rest = chain(appended.plain, firing_ids[appended.upto :])
                 elif appended is not None:
@@ -603,13 +606,17 @@ class _Held:
         since = held - appended.upto
         if not appended.intact or since <= 0:
             return None
-        ahead = PREBUILD_AHEAD_US if since >= PREBUILD_MIN else TOPUP_AHEAD_US
-        return ahead + PREBUILD_EACH_US * since
+        if since >= PREBUILD_MIN:
+            return PREBUILD_AHEAD_US + PREBUILD_EACH_US * since
+        if appended.topped:
+            return None  # one small top-up: after it, each would be a slice of a few
+        return TOPUP_AHEAD_US + PREBUILD_EACH_US * since
 
     async def _prebuild(self, instant: int) -> None:
         """Append the batches of a crowd of Kafka firings due at ``instant`` (see ``PREBUILD_MIN``).
 
-        A firing held after this, or revoked before the instant, is not lost:
+        Called again for those held since (a top-up, ``_lead``). A firing
+        held after the last, or revoked before the instant, is not lost:
         whatever a slice no longer matches is sent the ordinary way.
         """
         firing_ids = self._at.get(instant, [])
@@ -639,6 +646,7 @@ class _Held:
         else:  # a top-up: those held since the last appending
             appended.upto = len(firing_ids)
             appended.plain.extend(plain)
+            appended.topped = appended.topped or len(crowd) + len(plain) < PREBUILD_MIN
         for first in range(0, len(crowd), KAFKA_BATCH):
             part = crowd[first : first + KAFKA_BATCH]
             try:
@@ -670,7 +678,10 @@ class _Appended:
     """Of those, the firings not in a slice: held without a record, of a crowd too small
     or of a slice that could not be appended."""
     intact: bool = True
-    """No firing held for the instant was dropped since, so every slice still holds."""
+    """No firing held for the instant was dropped since (until the instant's release
+    takes this out), so every slice still holds."""
+    topped: bool = False
+    """The small top-up was made: firings held since go the usual way, unless a crowd."""
 
 
 def _queue_ahead(built: list[Prebuilt]) -> None:
@@ -728,8 +739,8 @@ TOPUP_AHEAD_US = 100_000
 #: Turns of the loop the release gives the producer's sender once a crowd's
 #: batches are queued, before its own per-firing work.
 SENDER_TURNS = 3
-#: While a crowd waits to be appended, the release looks again this often (µs):
-#: the crowd's lead grows with each firing held for it.
+#: While a crowd waits to be appended (or topped up), the release looks again
+#: this often (µs): the crowd's lead grows with each firing held for it.
 PREBUILD_LOOK_US = 250_000
 
 

@@ -284,3 +284,60 @@ async def test_a_revocation_while_the_sender_takes_the_crowd_leaves_nothing_behi
     await asyncio.sleep(0.01)
     assert holder._task is not None and holder._task.done()
     assert holder._task.exception() is None  # ended, not failed
+
+
+async def test_a_firing_held_again_while_the_sender_takes_the_crowd_goes_on_its_own(
+    instant_calls: tuple[delivery._Held, list[tuple[Any, ...]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Revoked and held again (a new record) during the sender's turns: the crowd's
+    batch went with the old record; the new one is not taken out with the
+    crowd's firings but released on its own."""
+    holder, calls = instant_calls
+    loop = asyncio.get_running_loop()
+    crowd_at = clock.now_us() + 600_000
+    again = SimpleNamespace(tp=None, offset=99, ack=lambda consumer: False)
+
+    def revoke_and_hold_again() -> None:
+        holder.revoke(["fir_3"])
+        holder.keep(crowd_at, "fir_3", False, object(), again)
+
+    def queue_prebuilt(built: Any) -> None:
+        calls.append(("queue", len(holder)))
+        loop.call_soon(revoke_and_hold_again)
+
+    monkeypatch.setattr(delivery, "queue_prebuilt", queue_prebuilt)
+    for n in range(1_200):
+        _hold(holder, crowd_at, f"fir_{n}")
+    async with asyncio.timeout(5):
+        while [call[0] for call in calls].count("start") < 2:
+            await asyncio.sleep(0.01)
+    starts = [call for call in calls if call[0] == "start"]
+    assert [len(members) for members, _ in starts[0][3]] == [1_200]
+    assert [(held[0], held[1]) for held in starts[1][1]] == [("fir_3", again)]
+    assert len(holder) == 0
+
+
+async def test_after_the_small_top_up_later_firings_go_the_usual_way(
+    instant_calls: tuple[delivery._Held, list[tuple[Any, ...]]],
+) -> None:
+    """One small top-up per crowd: made again for every firing held in its last
+    moments, each would be a slice (and a batch a partition) of its own."""
+    holder, calls = instant_calls
+    crowd_at = clock.now_us() + 600_000
+    for n in range(1_200):
+        _hold(holder, crowd_at, f"fir_{n}")
+    await _until(calls, "prebuild")
+    _hold(holder, crowd_at, "a")
+    async with asyncio.timeout(5):
+        while [call[0] for call in calls].count("prebuild") < 2:
+            await asyncio.sleep(0.005)
+    _hold(holder, crowd_at, "b")
+    _hold(holder, crowd_at, "c")
+    await _until(calls, "start")
+    assert [call for call in calls if call[0] == "prebuild"] == [
+        ("prebuild", 1_200),
+        ("prebuild", 1),
+    ]
+    _, due, _, queued = next(call for call in calls if call[0] == "start")
+    assert [held[0] for held in due] == ["b", "c"]
+    assert [len(members) for members, _ in queued] == [1_200, 1]
